@@ -1,0 +1,64 @@
+//! Cost of recording one operation: Prometheus histogram + snapshot histogram.
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluice_metrics::{Backend, OpKind, Outcome, Registry};
+
+fn record(c: &mut Criterion) {
+    let recorder = sluice_metrics::prometheus::build_recorder().expect("valid buckets");
+    let handle = recorder.handle();
+    let (db, http) = metrics::with_local_recorder(&recorder, || {
+        let registry = Registry::new();
+        (
+            registry.connection(Backend::Postgresql, "primary"),
+            registry.connection(Backend::Http, "external"),
+        )
+    });
+    // The exporter buffers samples until upkeep drains them; run it as the
+    // binary does, so the benchmark measures the steady state.
+    let upkeep = handle.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            upkeep.run_upkeep();
+        }
+    });
+    let mut group = c.benchmark_group("record");
+    group.bench_function("db_query_ok", |b| {
+        b.iter(|| {
+            db.record(
+                black_box(OpKind::Query),
+                Outcome::Ok,
+                black_box(Duration::from_micros(250)),
+            )
+        })
+    });
+    group.bench_function("http_get_200", |b| {
+        b.iter(|| {
+            http.record_http(
+                OpKind::Read,
+                black_box("GET"),
+                Some(200),
+                black_box(Duration::from_millis(20)),
+            )
+        })
+    });
+    group.bench_function("snapshot_only_registry", |b| {
+        let bare = Registry::new().connection(Backend::Sqlite, "bare");
+        b.iter(|| {
+            bare.record(
+                black_box(OpKind::Query),
+                Outcome::Ok,
+                black_box(Duration::from_micros(250)),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, record);
+criterion_main!(benches);

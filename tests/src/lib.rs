@@ -1,0 +1,15 @@
+//! Shared helpers for Sluice's workspace integration tests.
+//!
+//! - [`provision`]: throw-away PostgreSQL and Redis servers from the local
+//!   binaries (standard library only; `cargo xtask test` uses it too).
+//! - [`services`] (feature `clients`, on by default): the service URLs a
+//!   test should use, and one isolated database or key prefix per test.
+//!
+//! Real-service tests read `DATABASE_URL` and `REDIS_URL`. `cargo xtask test`
+//! sets them to servers it provisions; set them yourself to use your own (a
+//! URL whose user may `CREATE DATABASE`). When they are missing a test fails
+//! with the command to run: it never passes by skipping.
+
+pub mod provision;
+#[cfg(feature = "clients")]
+pub mod services;

@@ -1,0 +1,380 @@
+//! Throw-away PostgreSQL and Redis servers started from the locally
+//! installed binaries. Standard library only, so `xtask` can use it too.
+//!
+//! PostgreSQL refuses to run as root; when this process is root the server
+//! runs as the `postgres` user through `runuser`. Every server listens on a
+//! free port on 127.0.0.1 only, keeps its files in a temporary directory and
+//! is stopped and removed when its handle is dropped.
+
+use std::fmt;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Why a server could not be started.
+#[derive(Debug)]
+pub enum ProvisionError {
+    /// A binary is missing; the string says how to install it.
+    Missing {
+        /// The binary that was looked for.
+        binary: &'static str,
+        /// The command that installs it.
+        install: &'static str,
+    },
+    /// A command failed or the server did not become ready.
+    Failed(String),
+}
+
+impl fmt::Display for ProvisionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProvisionError::Missing { binary, install } => {
+                write!(f, "`{binary}` not found; install it with `{install}`")
+            }
+            ProvisionError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ProvisionError {}
+
+fn failed(what: impl Into<String>) -> ProvisionError {
+    ProvisionError::Failed(what.into())
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn unique_dir(prefix: &str) -> io::Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `postgres`.
+pub fn postgres_bindir() -> Result<PathBuf, ProvisionError> {
+    let missing = ProvisionError::Missing {
+        binary: "initdb",
+        install: "apt-get install -y postgresql",
+    };
+    // Debian keeps the server binaries off PATH, one directory per version.
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.retain(|dir| dir.join("initdb").exists());
+    versions.sort_by_key(|dir| {
+        dir.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    if let Some(dir) = versions.pop() {
+        return Ok(dir);
+    }
+    let path = std::env::var_os("PATH").ok_or(missing)?;
+    std::env::split_paths(&path)
+        .find(|dir| dir.join("initdb").exists() && dir.join("postgres").exists())
+        .ok_or(ProvisionError::Missing {
+            binary: "initdb",
+            install: "apt-get install -y postgresql",
+        })
+}
+
+/// A PostgreSQL server of its own, stopped and deleted on drop.
+#[derive(Debug)]
+pub struct TempPostgres {
+    bindir: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    as_postgres_user: bool,
+    child: Option<Child>,
+}
+
+impl TempPostgres {
+    /// Creates a cluster in a temporary directory and starts it on a free
+    /// port, with durability off (it is thrown away) and trust auth for the
+    /// `postgres` user.
+    pub fn start() -> Result<Self, ProvisionError> {
+        let bindir = postgres_bindir()?;
+        let dir = unique_dir("sluice-pg").map_err(|e| failed(format!("temp dir: {e}")))?;
+        let as_postgres_user = is_root();
+        if as_postgres_user {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir))?;
+        }
+        let mut pg = Self {
+            bindir,
+            dir,
+            port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
+            as_postgres_user,
+            child: None,
+        };
+        let data = pg.data_dir();
+        run(pg
+            .command("initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data))?;
+        pg.launch()?;
+        Ok(pg)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn command(&self, binary: &str) -> Command {
+        let path = self.bindir.join(binary);
+        let mut cmd = if self.as_postgres_user {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(path);
+            cmd
+        } else {
+            Command::new(path)
+        };
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn launch(&mut self) -> Result<(), ProvisionError> {
+        let log = std::fs::File::create(self.dir.join("postgres.log"))
+            .map_err(|e| failed(format!("log file: {e}")))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| failed(format!("log file: {e}")))?;
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ])
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| failed(format!("spawn postgres: {e}")))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), ProvisionError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let ready = Command::new(self.bindir.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(failed(format!(
+                    "postgres exited with {status}; log: {}",
+                    std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(failed("postgres did not become ready within 30 s"))
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for the `postgres` superuser and database, allowed to
+    /// `CREATE DATABASE` (what tests expect of `DATABASE_URL`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut) and keeps its data.
+    pub fn stop(&mut self) -> Result<(), ProvisionError> {
+        let result = run(self
+            .command("pg_ctl")
+            .args(["stop", "-m", "fast", "-w", "-D"])
+            .arg(self.data_dir()));
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        result
+    }
+
+    /// Starts the server again on the same port with the same data.
+    pub fn restart(&mut self) -> Result<(), ProvisionError> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        self.launch()
+    }
+
+    /// Where its files live.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = run(self
+                .command("pg_ctl")
+                .args(["stop", "-m", "immediate", "-w", "-D"])
+                .arg(self.data_dir()));
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis server of its own with persistence off, killed on drop.
+#[derive(Debug)]
+pub struct TempRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TempRedis {
+    /// Starts `redis-server` on a free port on 127.0.0.1.
+    pub fn start() -> Result<Self, ProvisionError> {
+        let dir = unique_dir("sluice-redis").map_err(|e| failed(format!("temp dir: {e}")))?;
+        let mut redis = Self {
+            port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
+            dir,
+            child: None,
+        };
+        redis.launch()?;
+        Ok(redis)
+    }
+
+    fn launch(&mut self) -> Result<(), ProvisionError> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ProvisionError::Missing {
+                    binary: "redis-server",
+                    install: "apt-get install -y redis-server",
+                },
+                _ => failed(format!("spawn redis-server: {e}")),
+            })?;
+        self.child = Some(child);
+        if wait_for_port(self.port, Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            Err(failed("redis-server did not listen within 10 s"))
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (its data is gone: persistence is off).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) -> Result<(), ProvisionError> {
+        self.stop();
+        self.launch()
+    }
+}
+
+impl Drop for TempRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<(), ProvisionError> {
+    let out = cmd.output().map_err(|e| failed(format!("{cmd:?}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{cmd:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}

@@ -1,0 +1,76 @@
+//! `cargo xtask`: the project's automation, in Rust (matklad's cargo-xtask).
+//!
+//! Each command is a module with a `run` function. `cargo xtask` with no
+//! arguments prints the list.
+
+mod ci;
+mod layers;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+commands:
+  ci                 everything CI runs: fmt, clippy, layering, docs, tests
+                     against provisioned PostgreSQL and Redis, cargo deny
+  test [ARGS…]       provision throw-away PostgreSQL and Redis (or use
+                     DATABASE_URL / REDIS_URL when set) and run
+                     `cargo test --workspace ARGS…` against them
+  layers             check that crate dependencies only point down the layers
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        print!("{HELP}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "ci" => ci::run(),
+        "test" => test::run(rest),
+        "layers" => layers::run(),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `cargo` as invoked by the user (respects `$CARGO`), run from the root.
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Runs a command to completion, failing with its name if it fails.
+pub(crate) fn run_step(name: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {name}");
+    let started = std::time::Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {name}"))?;
+    eprintln!(
+        "<== {name}: {} in {:.1?}",
+        if status.success() { "ok" } else { "FAILED" },
+        started.elapsed()
+    );
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
