@@ -3,6 +3,7 @@
 //! Each command is a module with a `run` function. `cargo xtask` with no
 //! arguments prints the list.
 
+mod bench;
 mod ci;
 mod layers;
 mod test;
@@ -22,6 +23,8 @@ commands:
                      DATABASE_URL / REDIS_URL when set) and run
                      `cargo test --workspace ARGS…` against them
   layers             check that crate dependencies only point down the layers
+  bench [NAME…]      benchmarks quoted in the docs: `metrics` (recording
+                     cost), `retry` (outage simulation + policy overhead)
 ";
 
 fn main() -> Result<()> {
@@ -34,6 +37,7 @@ fn main() -> Result<()> {
         "ci" => ci::run(),
         "test" => test::run(rest),
         "layers" => layers::run(),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -7,6 +7,7 @@
 //! - [`Registry`]: connections by name and the JSON [`Snapshot`].
 //! - [`prometheus`]: installing the exporter (binaries only).
 //! - [`server`]: inbound request metrics.
+//! - [`ResilienceMetrics`]: retry attempts, give-ups and breaker state.
 //! - [`names`]: metric names and histogram buckets.
 
 mod connection;
@@ -15,6 +16,7 @@ pub mod names;
 mod operation;
 pub mod prometheus;
 mod registry;
+mod resilience;
 pub mod server;
 mod snapshot;
 mod timed;
@@ -22,4 +24,5 @@ mod timed;
 pub use connection::ConnectionMetrics;
 pub use operation::{Backend, ErrorClass, OpKind, Outcome, method_label, status_class};
 pub use registry::Registry;
+pub use resilience::{CircuitState, ResilienceMetrics};
 pub use snapshot::{ConnectionSnapshot, LatencyMs, OperationStats, Snapshot};

@@ -20,6 +20,17 @@ pub const HTTP_CLIENT_ERRORS: &str = "http_client_request_errors_total";
 /// Histogram: inbound HTTP request latency, seconds.
 /// Labels: `route` (the route template), `method`, `status_class`.
 pub const HTTP_SERVER_DURATION: &str = "http_server_request_duration_seconds";
+/// Counter: attempts made by retry policies.
+/// Labels: `connection`, `attempt` (`first` or `retry`).
+pub const RETRY_ATTEMPTS: &str = "sluice_retry_attempts_total";
+/// Counter: calls a retry policy gave up on.
+/// Labels: `connection`, `reason`.
+pub const RETRY_GIVE_UPS: &str = "sluice_retry_give_ups_total";
+/// Gauge: circuit breaker state (0 closed, 1 open, 2 half-open).
+/// Labels: `connection`.
+pub const CIRCUIT_STATE: &str = "sluice_circuit_state";
+/// Counter: circuit breaker transitions. Labels: `connection`, `to`.
+pub const CIRCUIT_TRANSITIONS: &str = "sluice_circuit_transitions_total";
 
 /// Histogram bucket bounds, in seconds, for every `*_seconds` histogram.
 ///

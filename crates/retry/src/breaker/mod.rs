@@ -1,0 +1,361 @@
+//! A circuit breaker shared by every task that calls one dependency.
+//!
+//! Closed: calls flow, outcomes enter a sliding [`Window`]. When at least
+//! `min_calls` are in the window and the failure rate reaches the threshold,
+//! the breaker opens. Open: calls are rejected at once with the time left
+//! until it half-opens. Half-open: up to `half_open_probes` calls go
+//! through; if they all succeed the breaker closes, and the first failure
+//! re-opens it for another interval. Calls slower than `slow_call` (when
+//! set) count as failures even if they succeed.
+//!
+//! The hot path: admitting a call while closed reads one atomic flag;
+//! reporting its outcome takes one uncontended mutex for a few updates.
+
+mod window;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sluice_metrics::{CircuitState, ResilienceMetrics};
+use tokio::time::Instant;
+
+use window::Outcomes;
+pub use window::Window;
+
+use crate::error::InvalidConfig;
+
+/// Circuit breaker settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// The history judged. Default: the last 2 seconds — short enough to
+    /// detect an outage in under a second at a few hundred calls per
+    /// second (the crate README's simulation), long enough that 30% random
+    /// failures never trip it. With `min_calls` 20 it judges dependencies
+    /// called at least 10 times a second; below that the retry budget's
+    /// floor is what limits retries.
+    pub window: Window,
+    /// Calls needed in the window before the breaker may open. Default 20.
+    pub min_calls: u32,
+    /// Failure rate (0 < r ≤ 1) at which it opens. Default 0.5: well above
+    /// the failure rates that retries absorb, well below an outage.
+    pub failure_rate: f64,
+    /// How long it stays open before probing. Default 5 s.
+    pub open_interval: Duration,
+    /// Probe calls allowed while half-open, all of which must succeed to
+    /// close. Default 3.
+    pub half_open_probes: u32,
+    /// A successful call slower than this counts as a failure. Default: off.
+    pub slow_call: Option<Duration>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            window: Window::Time(Duration::from_secs(2)),
+            min_calls: 20,
+            failure_rate: 0.5,
+            open_interval: Duration::from_secs(5),
+            half_open_probes: 3,
+            slow_call: None,
+        }
+    }
+}
+
+impl BreakerConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
+            return Err(InvalidConfig::new("breaker failure rate must be in (0, 1]"));
+        }
+        if self.min_calls == 0 {
+            return Err(InvalidConfig::new("breaker min_calls must be at least 1"));
+        }
+        if self.half_open_probes == 0 {
+            return Err(InvalidConfig::new(
+                "breaker half_open_probes must be at least 1",
+            ));
+        }
+        if self.open_interval.is_zero() {
+            return Err(InvalidConfig::new(
+                "breaker open interval must be greater than zero",
+            ));
+        }
+        match self.window {
+            Window::Count(0) => Err(InvalidConfig::new(
+                "breaker count window must hold at least 1 call",
+            )),
+            Window::Time(d) if d < Duration::from_millis(10) => Err(InvalidConfig::new(
+                "breaker time window must be at least 10 ms",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A call was rejected because the breaker is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit open, retry in {retry_after:?}")]
+pub struct Rejected {
+    /// When the breaker will let a probe through.
+    pub retry_after: Duration,
+}
+
+/// A circuit breaker; clones share the same state.
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: BreakerConfig,
+    inner: Mutex<Inner>,
+    /// Mirrors `inner.state == Closed`, written under the lock, so that
+    /// admitting a call while closed needs no lock. A reader racing with an
+    /// opening may admit one more call, which is harmless.
+    closed: AtomicBool,
+    metrics: Option<ResilienceMetrics>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    outcomes: Outcomes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { admitted: u32, succeeded: u32 },
+}
+
+impl CircuitBreaker {
+    /// A closed breaker. Fails when the configuration is inconsistent.
+    pub fn try_new(config: BreakerConfig) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self::build(config, None))
+    }
+
+    /// A closed breaker that records its state and transitions under the
+    /// connection name of `metrics`.
+    pub fn with_metrics(
+        config: BreakerConfig,
+        metrics: ResilienceMetrics,
+    ) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        metrics.transition(CircuitState::Closed);
+        Ok(Self::build(config, Some(metrics)))
+    }
+
+    fn build(config: BreakerConfig, metrics: Option<ResilienceMetrics>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    state: State::Closed,
+                    outcomes: Outcomes::new(config.window, Instant::now()),
+                }),
+                closed: AtomicBool::new(true),
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.shared.config
+    }
+
+    /// The current state (an open breaker whose interval has passed reads
+    /// as half-open).
+    pub fn state(&self) -> CircuitState {
+        let inner = self.lock();
+        match inner.state {
+            State::Closed => CircuitState::Closed,
+            State::Open { until } if Instant::now() < until => CircuitState::Open,
+            State::Open { .. } | State::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Asks to make a call. On success, report the outcome through the
+    /// returned [`Permit`]; a permit dropped without a report (the call was
+    /// cancelled) counts as neither success nor failure.
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        self.try_acquire_at(Instant::now())
+    }
+
+    pub(crate) fn try_acquire_at(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Ok(self.permit(false));
+        }
+        let mut inner = self.lock();
+        match inner.state {
+            State::Closed => Ok(self.permit(false)),
+            State::Open { until } if now < until => Err(Rejected {
+                retry_after: until - now,
+            }),
+            State::Open { .. } => {
+                inner.state = State::HalfOpen {
+                    admitted: 1,
+                    succeeded: 0,
+                };
+                self.transitioned(CircuitState::HalfOpen);
+                Ok(self.permit(true))
+            }
+            State::HalfOpen {
+                admitted,
+                succeeded,
+            } => {
+                if admitted < self.shared.config.half_open_probes {
+                    inner.state = State::HalfOpen {
+                        admitted: admitted + 1,
+                        succeeded,
+                    };
+                    Ok(self.permit(true))
+                } else {
+                    // Probes are out; their results decide soon.
+                    Err(Rejected {
+                        retry_after: self.shared.config.open_interval.min(Duration::from_secs(1)),
+                    })
+                }
+            }
+        }
+    }
+
+    fn permit(&self, probe: bool) -> Permit<'_> {
+        Permit {
+            breaker: self,
+            probe,
+            reported: false,
+        }
+    }
+
+    fn report(&self, probe: bool, failed: bool, now: Instant) {
+        let config = &self.shared.config;
+        let mut inner = self.lock();
+        match inner.state {
+            State::Closed => {
+                inner.outcomes.record(failed, now);
+                let tally = inner.outcomes.tally(now);
+                if tally.calls >= config.min_calls
+                    && f64::from(tally.failures) >= config.failure_rate * f64::from(tally.calls)
+                {
+                    self.open(&mut inner, now);
+                }
+            }
+            State::HalfOpen {
+                admitted,
+                succeeded,
+            } if probe => {
+                if failed {
+                    self.open(&mut inner, now);
+                } else if succeeded + 1 >= config.half_open_probes {
+                    inner.state = State::Closed;
+                    inner.outcomes.clear(now);
+                    self.shared.closed.store(true, Ordering::Release);
+                    self.transitioned(CircuitState::Closed);
+                } else {
+                    inner.state = State::HalfOpen {
+                        admitted,
+                        succeeded: succeeded + 1,
+                    };
+                }
+            }
+            // A call admitted while closed that finishes after the breaker
+            // opened says nothing about the dependency now.
+            State::HalfOpen { .. } | State::Open { .. } => {}
+        }
+    }
+
+    fn release_probe(&self) {
+        let mut inner = self.lock();
+        if let State::HalfOpen {
+            admitted,
+            succeeded,
+        } = inner.state
+        {
+            inner.state = State::HalfOpen {
+                admitted: admitted.saturating_sub(1),
+                succeeded,
+            };
+        }
+    }
+
+    fn open(&self, inner: &mut Inner, now: Instant) {
+        inner.state = State::Open {
+            until: now + self.shared.config.open_interval,
+        };
+        self.shared.closed.store(false, Ordering::Release);
+        inner.outcomes.clear(now);
+        self.transitioned(CircuitState::Open);
+        tracing::warn!(open_for = ?self.shared.config.open_interval, "circuit breaker opened");
+    }
+
+    fn transitioned(&self, to: CircuitState) {
+        if let Some(m) = &self.shared.metrics {
+            m.transition(to);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update leaves `Inner` consistent, so a poisoned lock (a
+        // panic elsewhere while holding it) is safe to keep using.
+        match self.shared.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// Leave to make one call; report how it went.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    probe: bool,
+    reported: bool,
+}
+
+impl Permit<'_> {
+    /// The call succeeded after `elapsed` (a failure if slower than the
+    /// breaker's `slow_call` threshold).
+    pub fn success(self, elapsed: Duration) {
+        self.success_at(elapsed, Instant::now());
+    }
+
+    pub(crate) fn judges_slow_calls(&self) -> bool {
+        self.breaker.shared.config.slow_call.is_some()
+    }
+
+    pub(crate) fn success_at(mut self, elapsed: Duration, now: Instant) {
+        self.reported = true;
+        let slow = self
+            .breaker
+            .shared
+            .config
+            .slow_call
+            .is_some_and(|limit| elapsed > limit);
+        self.breaker.report(self.probe, slow, now);
+    }
+
+    /// The call failed in a way that reflects on the dependency's health.
+    pub fn failure(self) {
+        self.failure_at(Instant::now());
+    }
+
+    pub(crate) fn failure_at(mut self, now: Instant) {
+        self.reported = true;
+        self.breaker.report(self.probe, true, now);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.reported && self.probe {
+            self.breaker.release_probe();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

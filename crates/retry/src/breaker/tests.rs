@@ -1,0 +1,184 @@
+use super::*;
+
+fn breaker(window: Window, min_calls: u32, rate: f64) -> CircuitBreaker {
+    CircuitBreaker::try_new(BreakerConfig {
+        window,
+        min_calls,
+        failure_rate: rate,
+        open_interval: Duration::from_secs(5),
+        half_open_probes: 2,
+        slow_call: None,
+    })
+    .unwrap()
+}
+
+fn call(b: &CircuitBreaker, failed: bool) {
+    let permit = b.try_acquire().expect("admitted");
+    if failed {
+        permit.failure()
+    } else {
+        permit.success(Duration::from_millis(1))
+    }
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    let bad = [
+        BreakerConfig {
+            failure_rate: 0.0,
+            ..Default::default()
+        },
+        BreakerConfig {
+            failure_rate: 1.5,
+            ..Default::default()
+        },
+        BreakerConfig {
+            min_calls: 0,
+            ..Default::default()
+        },
+        BreakerConfig {
+            half_open_probes: 0,
+            ..Default::default()
+        },
+        BreakerConfig {
+            open_interval: Duration::ZERO,
+            ..Default::default()
+        },
+        BreakerConfig {
+            window: Window::Count(0),
+            ..Default::default()
+        },
+    ];
+    for config in bad {
+        assert!(CircuitBreaker::try_new(config).is_err(), "{config:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_exactly_at_the_threshold_after_min_calls() {
+    let b = breaker(Window::Count(10), 4, 0.5);
+    // 3 failures: below min_calls, stays closed.
+    for _ in 0..3 {
+        call(&b, true);
+    }
+    assert_eq!(b.state(), CircuitState::Closed);
+    // 4th call: 4 calls, 4 failures ≥ 50%: opens.
+    call(&b, true);
+    assert_eq!(b.state(), CircuitState::Open);
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(rejected.retry_after, Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_below_threshold_keeps_it_closed() {
+    let b = breaker(Window::Count(10), 4, 0.5);
+    // 4 of every 10 fail (40%), spread so that no prefix of at least
+    // min_calls reaches 50%: never opens however often repeated.
+    for round in 0..10 {
+        for i in 0..10 {
+            call(&b, [1, 4, 6, 9].contains(&i));
+        }
+        assert_eq!(b.state(), CircuitState::Closed, "round {round}");
+    }
+    // One more failure pushes out a success: 5 of 10, opens.
+    call(&b, true);
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_probes_close_it_when_all_succeed() {
+    let b = breaker(Window::Count(10), 2, 0.5);
+    call(&b, true);
+    call(&b, true);
+    assert_eq!(b.state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_millis(4_999)).await;
+    assert!(b.try_acquire().is_err());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    let p1 = b.try_acquire().unwrap();
+    let p2 = b.try_acquire().unwrap();
+    // Only two probes.
+    assert!(b.try_acquire().is_err());
+    p1.success(Duration::from_millis(1));
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    p2.success(Duration::from_millis(1));
+    assert_eq!(b.state(), CircuitState::Closed);
+    // The window was cleared: one failure does not reopen it.
+    call(&b, true);
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens_for_a_full_interval() {
+    let b = breaker(Window::Count(10), 1, 0.5);
+    call(&b, true);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let probe = b.try_acquire().unwrap();
+    probe.failure();
+    assert_eq!(b.state(), CircuitState::Open);
+    assert_eq!(
+        b.try_acquire().unwrap_err().retry_after,
+        Duration::from_secs(5)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_its_slot() {
+    let b = breaker(Window::Count(10), 1, 0.5);
+    call(&b, true);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let p1 = b.try_acquire().unwrap();
+    let _p2 = b.try_acquire().unwrap();
+    assert!(b.try_acquire().is_err());
+    drop(p1);
+    assert!(b.try_acquire().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_successes_count_as_failures() {
+    let b = CircuitBreaker::try_new(BreakerConfig {
+        window: Window::Count(4),
+        min_calls: 4,
+        failure_rate: 0.5,
+        slow_call: Some(Duration::from_millis(100)),
+        ..Default::default()
+    })
+    .unwrap();
+    for _ in 0..2 {
+        b.try_acquire().unwrap().success(Duration::from_millis(10));
+    }
+    for _ in 0..2 {
+        b.try_acquire().unwrap().success(Duration::from_millis(500));
+    }
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_old_failures() {
+    let b = breaker(Window::Time(Duration::from_secs(10)), 4, 0.5);
+    for _ in 0..3 {
+        call(&b, true);
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    // The three old failures left the window: 1 of 4 recent calls fails.
+    call(&b, true);
+    for _ in 0..3 {
+        call(&b, false);
+    }
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_is_shared_between_clones_and_tasks() {
+    let b = breaker(Window::Count(100), 10, 0.5);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { call(&b, true) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(b.state(), CircuitState::Open);
+}

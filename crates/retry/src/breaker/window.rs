@@ -1,0 +1,220 @@
+//! Sliding windows of call outcomes: the last N calls, or the last T time.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How much history the breaker judges the failure rate on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The last `n` calls.
+    Count(u32),
+    /// The calls of the last duration, in ten buckets (so a call leaves the
+    /// window between 90% and 100% of the duration after it was made).
+    Time(Duration),
+}
+
+/// Calls and failures currently in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Tally {
+    pub(crate) calls: u32,
+    pub(crate) failures: u32,
+}
+
+#[derive(Debug)]
+pub(crate) enum Outcomes {
+    Count {
+        capacity: usize,
+        ring: VecDeque<bool>,
+        failures: u32,
+    },
+    Time {
+        bucket: Duration,
+        /// (bucket number since `epoch`, calls, failures), one per slot.
+        slots: [(u64, u32, u32); TIME_SLOTS],
+        epoch: Instant,
+        /// The newest bucket seen, and the totals over the window ending
+        /// there: kept current so that reading them is O(1).
+        current: u64,
+        totals: Tally,
+    },
+}
+
+const TIME_SLOTS: usize = 10;
+
+impl Outcomes {
+    pub(crate) fn new(window: Window, now: Instant) -> Self {
+        match window {
+            Window::Count(n) => Outcomes::Count {
+                capacity: n as usize,
+                ring: VecDeque::with_capacity(n as usize),
+                failures: 0,
+            },
+            Window::Time(d) => Outcomes::Time {
+                bucket: (d / TIME_SLOTS as u32).max(Duration::from_millis(1)),
+                slots: [(u64::MAX, 0, 0); TIME_SLOTS],
+                epoch: now,
+                current: 0,
+                totals: Tally::default(),
+            },
+        }
+    }
+
+    pub(crate) fn record(&mut self, failed: bool, now: Instant) {
+        match self {
+            Outcomes::Count {
+                capacity,
+                ring,
+                failures,
+            } => {
+                if ring.len() == *capacity && ring.pop_front() == Some(true) {
+                    *failures -= 1;
+                }
+                ring.push_back(failed);
+                *failures += u32::from(failed);
+            }
+            Outcomes::Time { .. } => {
+                let index = self.advance(now);
+                if let Outcomes::Time { slots, totals, .. } = self {
+                    let slot = &mut slots[(index % TIME_SLOTS as u64) as usize];
+                    if slot.0 != index {
+                        *slot = (index, 0, 0);
+                    }
+                    slot.1 += 1;
+                    slot.2 += u32::from(failed);
+                    totals.calls += 1;
+                    totals.failures += u32::from(failed);
+                }
+            }
+        }
+    }
+
+    /// Moves a time window to the bucket of `now`, dropping buckets that
+    /// left it from the totals; returns the bucket number. Work happens
+    /// only when a new bucket begins.
+    fn advance(&mut self, now: Instant) -> u64 {
+        let Outcomes::Time {
+            bucket,
+            slots,
+            epoch,
+            current,
+            totals,
+        } = self
+        else {
+            return 0;
+        };
+        let index = bucket_number(*epoch, *bucket, now);
+        if index > *current {
+            let oldest = index.saturating_sub(TIME_SLOTS as u64 - 1);
+            for slot in slots.iter_mut() {
+                if slot.0 != u64::MAX && slot.0 < oldest {
+                    totals.calls -= slot.1;
+                    totals.failures -= slot.2;
+                    *slot = (u64::MAX, 0, 0);
+                }
+            }
+            *current = index;
+        }
+        index
+    }
+
+    pub(crate) fn tally(&mut self, now: Instant) -> Tally {
+        self.advance(now);
+        match self {
+            Outcomes::Count { ring, failures, .. } => Tally {
+                calls: ring.len() as u32,
+                failures: *failures,
+            },
+            Outcomes::Time { totals, .. } => *totals,
+        }
+    }
+
+    pub(crate) fn clear(&mut self, now: Instant) {
+        match self {
+            Outcomes::Count { ring, failures, .. } => {
+                ring.clear();
+                *failures = 0;
+            }
+            Outcomes::Time {
+                slots,
+                epoch,
+                current,
+                totals,
+                ..
+            } => {
+                *slots = [(u64::MAX, 0, 0); TIME_SLOTS];
+                *epoch = now;
+                *current = 0;
+                *totals = Tally::default();
+            }
+        }
+    }
+}
+
+fn bucket_number(epoch: Instant, bucket: Duration, now: Instant) -> u64 {
+    let since = now.saturating_duration_since(epoch);
+    (since.as_nanos() / bucket.as_nanos().max(1)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_window_forgets_the_oldest_call() {
+        let now = Instant::now();
+        let mut w = Outcomes::new(Window::Count(3), now);
+        for failed in [true, true, false] {
+            w.record(failed, now);
+        }
+        assert_eq!(
+            w.tally(now),
+            Tally {
+                calls: 3,
+                failures: 2
+            }
+        );
+        w.record(false, now); // the first failure leaves
+        assert_eq!(
+            w.tally(now),
+            Tally {
+                calls: 3,
+                failures: 1
+            }
+        );
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        let start = Instant::now();
+        let mut w = Outcomes::new(Window::Time(Duration::from_secs(10)), start);
+        w.record(true, start);
+        w.record(false, start + Duration::from_secs(5));
+        assert_eq!(
+            w.tally(start + Duration::from_secs(5)),
+            Tally {
+                calls: 2,
+                failures: 1
+            }
+        );
+        // At 10 s the first bucket (0–1 s) has left the window.
+        assert_eq!(
+            w.tally(start + Duration::from_secs(10)),
+            Tally {
+                calls: 1,
+                failures: 0
+            }
+        );
+        assert_eq!(w.tally(start + Duration::from_secs(16)), Tally::default());
+        // A slot reused for a new bucket starts from zero.
+        w.record(true, start + Duration::from_secs(20));
+        assert_eq!(
+            w.tally(start + Duration::from_secs(20)),
+            Tally {
+                calls: 1,
+                failures: 1
+            }
+        );
+    }
+}

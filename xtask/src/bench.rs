@@ -1,0 +1,55 @@
+//! `cargo xtask bench [retry|metrics]`: benchmarks whose figures the docs
+//! quote, reproducible with one command.
+
+use anyhow::{Result, bail};
+
+const CRITERION_ARGS: [&str; 5] = ["--", "--warm-up-time", "1", "--measurement-time", "3"];
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let which: Vec<&str> = if args.is_empty() {
+        vec!["metrics", "retry"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    for name in which {
+        match name {
+            "metrics" => metrics()?,
+            "retry" => retry()?,
+            other => bail!("unknown benchmark `{other}`; known: metrics, retry"),
+        }
+    }
+    Ok(())
+}
+
+/// Recording one operation (criterion).
+fn metrics() -> Result<()> {
+    crate::run_step(
+        "criterion: sluice-metrics record",
+        crate::cargo()
+            .args(["bench", "-p", "sluice-metrics", "--bench", "record"])
+            .args(CRITERION_ARGS),
+    )
+}
+
+/// The retry simulation (naive vs default policy, side by side) and the
+/// policy's success-path overhead (criterion).
+fn retry() -> Result<()> {
+    crate::run_step(
+        "retry simulation",
+        crate::cargo().args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "sluice-retry",
+            "--example",
+            "simulate",
+        ]),
+    )?;
+    crate::run_step(
+        "criterion: sluice-retry policy",
+        crate::cargo()
+            .args(["bench", "-p", "sluice-retry", "--bench", "policy"])
+            .args(CRITERION_ARGS),
+    )
+}
