@@ -7,6 +7,7 @@
 //! - [`Registry`]: connections by name and the JSON [`Snapshot`].
 //! - [`prometheus`]: installing the exporter (binaries only).
 //! - [`server`]: inbound request metrics.
+//! - [`PoolMetrics`]: connection pool sizes, waits and connects.
 //! - [`ResilienceMetrics`]: retry attempts, give-ups and breaker state.
 //! - [`names`]: metric names and histogram buckets.
 
@@ -14,6 +15,7 @@ mod connection;
 mod histogram;
 pub mod names;
 mod operation;
+mod pool;
 pub mod prometheus;
 mod registry;
 mod resilience;
@@ -23,6 +25,7 @@ mod timed;
 
 pub use connection::ConnectionMetrics;
 pub use operation::{Backend, ErrorClass, OpKind, Outcome, method_label, status_class};
+pub use pool::PoolMetrics;
 pub use registry::Registry;
 pub use resilience::{CircuitState, ResilienceMetrics};
 pub use snapshot::{ConnectionSnapshot, LatencyMs, OperationStats, Snapshot};

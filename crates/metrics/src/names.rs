@@ -32,6 +32,19 @@ pub const CIRCUIT_STATE: &str = "sluice_circuit_state";
 /// Counter: circuit breaker transitions. Labels: `connection`, `to`.
 pub const CIRCUIT_TRANSITIONS: &str = "sluice_circuit_transitions_total";
 
+/// Histogram: time callers waited to get a pooled connection, seconds.
+/// Labels: `pool`.
+pub const POOL_WAIT: &str = "db_client_connection_wait_time_seconds";
+/// Gauge: pooled connections by state (`idle`, `used`). Labels: `pool`, `state`.
+pub const POOL_CONNECTIONS: &str = "db_client_connection_count";
+/// Gauge: the pool's maximum size. Labels: `pool`.
+pub const POOL_MAX: &str = "db_client_connection_max";
+/// Gauge: callers waiting for a connection. Labels: `pool`.
+pub const POOL_PENDING: &str = "db_client_connection_pending_requests";
+/// Counter: connections opened (`outcome` `ok`) or failed to open
+/// (`error`). Labels: `pool`, `outcome`.
+pub const POOL_CONNECTS: &str = "sluice_pool_connects_total";
+
 /// Histogram bucket bounds, in seconds, for every `*_seconds` histogram.
 ///
 /// Dense below a millisecond (a local point select takes 50–500 µs) and

@@ -1,0 +1,281 @@
+//! [`ConnectionConfig`]: one configuration type for every backend.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// Which kind of server a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// PostgreSQL (also behind PgBouncer).
+    Postgres,
+    /// SQLite: a file, or memory.
+    Sqlite,
+    /// Redis: standalone, cluster or sentinel.
+    Redis,
+}
+
+impl Kind {
+    /// `postgresql`, `sqlite` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgresql",
+            Kind::Sqlite => "sqlite",
+            Kind::Redis => "redis",
+        }
+    }
+
+    /// The matching `sluice-metrics` backend, for recording operations.
+    pub fn metrics_backend(self) -> sluice_metrics::Backend {
+        match self {
+            Kind::Postgres => sluice_metrics::Backend::Postgresql,
+            Kind::Sqlite => sluice_metrics::Backend::Sqlite,
+            Kind::Redis => sluice_metrics::Backend::Redis,
+        }
+    }
+
+    fn default_port(self) -> Option<u16> {
+        match self {
+            Kind::Postgres => Some(5432),
+            Kind::Redis => Some(6379),
+            Kind::Sqlite => None,
+        }
+    }
+}
+
+/// How TLS is used on connections to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS if the server offers it, without verifying its certificate
+    /// (PostgreSQL's `prefer`).
+    Prefer,
+    /// TLS, verifying the certificate chain and host name against the
+    /// system's or the given CA roots. The default whenever TLS is asked for.
+    VerifyFull,
+    /// TLS without verifying the certificate. For test rigs only: it
+    /// protects against eavesdropping, not against impersonation.
+    RequireNoVerify,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// Whether and how to use TLS. Default: off (local servers); turning it
+    /// on means [`TlsMode::VerifyFull`] unless verification is disabled.
+    pub mode: TlsMode,
+    /// A PEM file of CA certificates to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How a Redis deployment is laid out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RedisTopology {
+    /// One server (`host:port`).
+    #[default]
+    Standalone,
+    /// A Redis Cluster, discovered from these seed nodes.
+    Cluster {
+        /// `(host, port)` of some cluster nodes.
+        nodes: Vec<(String, u16)>,
+    },
+    /// A primary found through Sentinel.
+    Sentinel {
+        /// The monitored service's name.
+        service: String,
+        /// `(host, port)` of the sentinels.
+        nodes: Vec<(String, u16)>,
+    },
+}
+
+/// Everything needed to open a pool, for any backend.
+///
+/// `Default`-like values come from [`ConnectionConfig::new`]; every field
+/// is public and documented with its default. A `url`, when set, wins over
+/// the split fields it covers (host, port, database, user, password, TLS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionConfig {
+    /// The connection's name: labels its metrics and its errors.
+    pub name: String,
+    /// The backend.
+    pub kind: Kind,
+    /// A connection URL (`postgres://…`, `sqlite://…`, `redis://…`,
+    /// `rediss://…`, `redis-cluster://…`, `redis-sentinel://…`). Secret:
+    /// it may hold a password.
+    pub url: Option<Secret<String>>,
+    /// Server host. Default `127.0.0.1`.
+    pub host: String,
+    /// Server port. Default: the backend's (5432, 6379).
+    pub port: Option<u16>,
+    /// Database name (PostgreSQL), file path (SQLite; `:memory:` for an
+    /// in-memory database), or database number (Redis).
+    pub database: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Secret<String>>,
+    /// TLS settings. Default: off.
+    pub tls: TlsConfig,
+    /// Most connections in the pool. Default 10.
+    pub pool_size: u32,
+    /// Connections kept open when idle, opened at start. Default 1.
+    pub min_idle: u32,
+    /// Time allowed to open one connection. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time a caller waits for a free connection before `Timeout`. Default 5 s.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout`; Redis command timeout. Default:
+    /// none for PostgreSQL, 1 s for Redis.
+    pub command_timeout: Option<Duration>,
+    /// Connect attempts when opening the pool. Default 3.
+    pub retry_attempts: u32,
+    /// Base delay between connect attempts, and the pause between
+    /// reconnect probes while the server is down. Default 1 s.
+    pub retry_delay: Duration,
+    /// Running behind PgBouncer in transaction pooling: no named prepared
+    /// statements. Default false.
+    pub pgbouncer: bool,
+    /// Redis layout. Default standalone.
+    pub redis_topology: RedisTopology,
+}
+
+impl ConnectionConfig {
+    /// A configuration with every default, for the backend `kind`.
+    pub fn new(name: impl Into<String>, kind: Kind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            url: None,
+            host: "127.0.0.1".to_owned(),
+            port: None,
+            database: None,
+            username: None,
+            password: None,
+            tls: TlsConfig::default(),
+            pool_size: 10,
+            min_idle: 1,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+            command_timeout: match kind {
+                Kind::Redis => Some(Duration::from_secs(1)),
+                _ => None,
+            },
+            retry_attempts: 3,
+            retry_delay: Duration::from_secs(1),
+            pgbouncer: false,
+            redis_topology: RedisTopology::Standalone,
+        }
+    }
+
+    /// A configuration from a URL; the backend comes from its scheme.
+    pub fn from_url(name: impl Into<String>, url: &str) -> Result<Self> {
+        let kind = kind_of_url(url).ok_or_else(|| {
+            Error::config("url", "unknown scheme (expected postgres, postgresql, sqlite, redis, rediss, redis-cluster or redis-sentinel)")
+        })?;
+        let mut config = Self::new(name, kind);
+        config.url = Some(Secret::new(url.to_owned()));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The port to use: the configured one or the backend's default.
+    pub fn port_or_default(&self) -> Option<u16> {
+        self.port.or(self.kind.default_port())
+    }
+
+    /// Checks values that cannot work, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.pool_size == 0 {
+            return Err(Error::config("pool_size", "must be at least 1"));
+        }
+        if self.min_idle > self.pool_size {
+            return Err(Error::config("min_idle", "must not exceed pool_size"));
+        }
+        if self.retry_attempts == 0 {
+            return Err(Error::config("retry_attempts", "must be at least 1"));
+        }
+        if self.connect_timeout.is_zero() || self.acquire_timeout.is_zero() {
+            return Err(Error::config("timeout", "must be greater than zero"));
+        }
+        if self.retry_delay.is_zero() {
+            return Err(Error::config("retry_delay", "must be greater than zero"));
+        }
+        if let Some(url) = &self.url {
+            if kind_of_url(url.expose()) != Some(self.kind) {
+                return Err(Error::config("url", format!("scheme does not match the {} backend", self.kind.as_str())));
+            }
+            if self.kind != Kind::Sqlite && url::Url::parse(url.expose()).is_err() {
+                return Err(Error::config("url", "not a valid URL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A description safe to log: backend, host, port and database, never
+    /// credentials.
+    pub fn describe(&self) -> String {
+        if let Some(url) = &self.url {
+            return format!("{} {}", self.kind.as_str(), crate::secret::redact_url(url.expose()).split('@').next_back().unwrap_or(""));
+        }
+        match self.kind {
+            Kind::Sqlite => format!("sqlite {}", self.database.as_deref().unwrap_or(":memory:")),
+            kind => format!(
+                "{} {}:{}/{}",
+                kind.as_str(),
+                self.host,
+                self.port_or_default().unwrap_or(0),
+                self.database.as_deref().unwrap_or("")
+            ),
+        }
+    }
+}
+
+/// The backend a URL's scheme names.
+pub fn kind_of_url(url: &str) -> Option<Kind> {
+    let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+    match scheme.as_str() {
+        "postgres" | "postgresql" => Some(Kind::Postgres),
+        "sqlite" => Some(Kind::Sqlite),
+        "redis" | "rediss" | "redis-cluster" | "redis-sentinel" => Some(Kind::Redis),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_scheme_picks_the_backend() {
+        assert_eq!(ConnectionConfig::from_url("a", "postgres://u@h/db").unwrap().kind, Kind::Postgres);
+        assert_eq!(ConnectionConfig::from_url("a", "sqlite://x.db").unwrap().kind, Kind::Sqlite);
+        assert_eq!(ConnectionConfig::from_url("a", "rediss://h:6380").unwrap().kind, Kind::Redis);
+        assert_eq!(ConnectionConfig::from_url("a", "redis-cluster://h:7000").unwrap().kind, Kind::Redis);
+        let err = ConnectionConfig::from_url("a", "mysql://h/db").unwrap_err();
+        assert!(err.to_string().contains("unknown scheme"), "{err}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_describe() {
+        let mut c = ConnectionConfig::from_url("primary", "postgres://ada:hunter2@db.internal:5432/app").unwrap();
+        c.password = Some(Secret::new("s3cret".into()));
+        let shown = format!("{c:?} {}", c.describe());
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(c.describe().contains("db.internal:5432/app"), "{}", c.describe());
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        let mut c = ConnectionConfig::new("p", Kind::Postgres);
+        c.min_idle = 20;
+        assert!(c.validate().unwrap_err().to_string().contains("min_idle"));
+        c.min_idle = 1;
+        c.pool_size = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("pool_size"));
+    }
+}

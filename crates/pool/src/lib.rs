@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//! - [`ConnectionConfig`] (`config.rs`, `env.rs`): one configuration for
+//!   every backend, from fields, a URL, or the design's variables.
+//! - [`SqlPool`] (`sql.rs`): PostgreSQL and SQLite on sqlx.
+//! - [`RedisPool`] (`redis.rs`): Redis on fred.
+//! - [`Pools`] (`registry.rs`): pools by name; [`PoolStats`] (`stats.rs`).
+//! - [`Secret`] (`secret.rs`): values that never format.
+//!
+//! This crate knows nothing about SQL text or HTTP routes: it opens,
+//! lends, measures and closes connections.
+
+mod config;
+mod env;
+mod error;
+mod redis;
+mod registry;
+mod secret;
+mod sql;
+mod stats;
+
+pub use config::{ConnectionConfig, Kind, RedisTopology, TlsConfig, TlsMode, kind_of_url};
+pub use env::{boolean, seconds};
+pub use error::{ConnectError, Error, Result, redis_class, sqlx_class};
+pub use redis::RedisPool;
+pub use registry::{AnyPool, Pools};
+pub use secret::{Secret, redact_url};
+pub use sql::{SqlConnection, SqlPool};
+pub use stats::PoolStats;
