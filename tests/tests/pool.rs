@@ -1,5 +1,8 @@
 //! sluice-pool against real PostgreSQL, SQLite and Redis.
 
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use sluice_pool::{ConnectionConfig, Error, Kind, RedisPool, Secret, SqlConnection, SqlPool};
@@ -9,8 +12,14 @@ use sluice_tests::services;
 async fn select_one(pool: &SqlPool) -> Result<i64, Error> {
     let mut conn = pool.acquire().await?;
     let value: (i64,) = match &mut conn {
-        SqlConnection::Postgres(c) => sqlx::query_as("SELECT 1::int8").fetch_one(&mut **c).await.unwrap(),
-        SqlConnection::Sqlite(c) => sqlx::query_as("SELECT 1").fetch_one(&mut **c).await.unwrap(),
+        SqlConnection::Postgres(c) => sqlx::query_as("SELECT 1::int8")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap(),
+        SqlConnection::Sqlite(c) => sqlx::query_as("SELECT 1")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap(),
         _ => unreachable!("only two SQL backends"),
     };
     Ok(value.0)
@@ -18,7 +27,9 @@ async fn select_one(pool: &SqlPool) -> Result<i64, Error> {
 
 #[tokio::test]
 async fn postgres_pool_opens_warms_and_reports_stats() {
-    let mut config = ConnectionConfig::from_url("pg_stats", &services::fresh_database("pool_stats").await).unwrap();
+    let mut config =
+        ConnectionConfig::from_url("pg_stats", &services::fresh_database("pool_stats").await)
+            .unwrap();
     config.min_idle = 2;
     config.pool_size = 4;
     let pool = SqlPool::open(&config).await.unwrap();
@@ -46,7 +57,9 @@ async fn postgres_pool_opens_warms_and_reports_stats() {
 
 #[tokio::test]
 async fn close_waits_for_borrowed_connections() {
-    let config = ConnectionConfig::from_url("pg_close", &services::fresh_database("pool_close").await).unwrap();
+    let config =
+        ConnectionConfig::from_url("pg_close", &services::fresh_database("pool_close").await)
+            .unwrap();
     let pool = SqlPool::open(&config).await.unwrap();
     let conn = pool.acquire().await.unwrap();
     let holder = tokio::spawn(async move {
@@ -57,7 +70,10 @@ async fn close_waits_for_borrowed_connections() {
     pool.close().await;
     let closed_at = Instant::now();
     let released_at = holder.await.unwrap();
-    assert!(closed_at >= released_at, "close returned before the borrowed connection came back");
+    assert!(
+        closed_at >= released_at,
+        "close returned before the borrowed connection came back"
+    );
 }
 
 #[tokio::test]
@@ -70,15 +86,35 @@ async fn sqlite_file_pool_uses_wal_foreign_keys_and_many_connections() {
     let pool = SqlPool::open(&config).await.unwrap();
     let mut conn_a = pool.acquire().await.unwrap();
     let mut conn_b = pool.acquire().await.unwrap();
-    let (SqlConnection::Sqlite(a), SqlConnection::Sqlite(b)) = (&mut conn_a, &mut conn_b) else { panic!("sqlite") };
-    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut **a).await.unwrap();
+    let (SqlConnection::Sqlite(a), SqlConnection::Sqlite(b)) = (&mut conn_a, &mut conn_b) else {
+        panic!("sqlite")
+    };
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut **a)
+        .await
+        .unwrap();
     assert_eq!(mode, "wal");
-    let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys").fetch_one(&mut **b).await.unwrap();
+    let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
+        .fetch_one(&mut **b)
+        .await
+        .unwrap();
     assert_eq!(fk, 1);
-    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)").execute(&mut **a).await.unwrap();
-    sqlx::query("INSERT INTO t VALUES (1)").execute(&mut **a).await.unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM t").fetch_one(&mut **b).await.unwrap();
-    assert_eq!(n, 1, "a second pooled connection sees the first one's write");
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .execute(&mut **a)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&mut **a)
+        .await
+        .unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM t")
+        .fetch_one(&mut **b)
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 1,
+        "a second pooled connection sees the first one's write"
+    );
     assert_eq!(pool.stats().in_use, 2);
     drop((conn_a, conn_b));
     pool.close().await;
@@ -87,22 +123,45 @@ async fn sqlite_file_pool_uses_wal_foreign_keys_and_many_connections() {
 
 #[tokio::test]
 async fn sqlite_in_memory_is_shared_by_the_pool_and_private_to_it() {
-    let pool = SqlPool::open(&ConnectionConfig::from_url("mem_a", "sqlite::memory:").unwrap()).await.unwrap();
-    let other = SqlPool::open(&ConnectionConfig::from_url("mem_b", "sqlite::memory:").unwrap()).await.unwrap();
+    let pool = SqlPool::open(&ConnectionConfig::from_url("mem_a", "sqlite::memory:").unwrap())
+        .await
+        .unwrap();
+    let other = SqlPool::open(&ConnectionConfig::from_url("mem_b", "sqlite::memory:").unwrap())
+        .await
+        .unwrap();
     let mut a = pool.acquire().await.unwrap();
     let mut b = pool.acquire().await.unwrap();
-    let (SqlConnection::Sqlite(a), SqlConnection::Sqlite(b)) = (&mut a, &mut b) else { panic!("sqlite") };
-    sqlx::query("CREATE TABLE shared (id INTEGER)").execute(&mut **a).await.unwrap();
-    sqlx::query("SELECT * FROM shared").execute(&mut **b).await.unwrap();
+    let (SqlConnection::Sqlite(a), SqlConnection::Sqlite(b)) = (&mut a, &mut b) else {
+        panic!("sqlite")
+    };
+    sqlx::query("CREATE TABLE shared (id INTEGER)")
+        .execute(&mut **a)
+        .await
+        .unwrap();
+    sqlx::query("SELECT * FROM shared")
+        .execute(&mut **b)
+        .await
+        .unwrap();
     let mut c = other.acquire().await.unwrap();
-    let SqlConnection::Sqlite(c) = &mut c else { panic!("sqlite") };
-    assert!(sqlx::query("SELECT * FROM shared").execute(&mut **c).await.is_err());
+    let SqlConnection::Sqlite(c) = &mut c else {
+        panic!("sqlite")
+    };
+    assert!(
+        sqlx::query("SELECT * FROM shared")
+            .execute(&mut **c)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_server_fails_once_naming_the_connection_without_secrets() {
     let port = free_port().unwrap();
-    let mut config = ConnectionConfig::from_url("orders", &format!("postgres://ada:hunter2@127.0.0.1:{port}/app")).unwrap();
+    let mut config = ConnectionConfig::from_url(
+        "orders",
+        &format!("postgres://ada:hunter2@127.0.0.1:{port}/app"),
+    )
+    .unwrap();
     config.retry_attempts = 2;
     config.retry_delay = Duration::from_millis(50);
     config.connect_timeout = Duration::from_millis(500);
@@ -111,7 +170,11 @@ async fn an_unreachable_server_fails_once_naming_the_connection_without_secrets(
     let err = SqlPool::open(&config).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     let text = format!("{err} {err:?} {config:?}");
-    assert!(err.to_string().starts_with("cannot connect orders (postgresql)"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot connect orders (postgresql)"),
+        "{err}"
+    );
     assert!(err.to_string().contains("after 2 attempts"), "{err}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(err.is_unavailable());
@@ -119,7 +182,10 @@ async fn an_unreachable_server_fails_once_naming_the_connection_without_secrets(
 
 #[tokio::test]
 async fn the_pool_recovers_from_a_postgres_restart_without_a_storm() {
-    let mut pg = tokio::task::spawn_blocking(TempPostgres::start).await.unwrap().unwrap();
+    let mut pg = tokio::task::spawn_blocking(TempPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
     let mut config = ConnectionConfig::from_url("restarting", &pg.url()).unwrap();
     config.acquire_timeout = Duration::from_millis(700);
     config.retry_delay = Duration::from_millis(500);
@@ -140,13 +206,20 @@ async fn the_pool_recovers_from_a_postgres_restart_without_a_storm() {
         let started = Instant::now();
         let err = pool.acquire().await.unwrap_err();
         assert!(err.is_unavailable(), "{err}");
-        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
         if matches!(err, Error::Unavailable { .. }) {
             fast += 1;
             assert!(started.elapsed() < Duration::from_millis(50));
         }
     }
-    assert!(fast >= 5, "the breaker should answer most calls while the database is down: {fast}");
+    assert!(
+        fast >= 5,
+        "the breaker should answer most calls while the database is down: {fast}"
+    );
 
     let mut pg = pg;
     let pg = tokio::task::spawn_blocking(move || {
@@ -189,7 +262,15 @@ async fn redis_unreachable_fails_with_the_connection_name() {
     config.connect_timeout = Duration::from_millis(300);
     let started = Instant::now();
     let err = RedisPool::open(&config).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(err.to_string().starts_with("cannot connect sessions (redis)"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.to_string()
+            .starts_with("cannot connect sessions (redis)"),
+        "{err}"
+    );
     assert!(!format!("{err} {err:?}").contains("hunter2"));
 }

@@ -1,5 +1,8 @@
 //! The provisioned services answer, and tests are isolated from each other.
 
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use fred::prelude::*;
 use sluice_tests::services;
 use sqlx::Connection;

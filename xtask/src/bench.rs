@@ -7,7 +7,7 @@ const CRITERION_ARGS: [&str; 5] = ["--", "--warm-up-time", "1", "--measurement-t
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let which: Vec<&str> = if args.is_empty() {
-        vec!["metrics", "retry"]
+        vec!["metrics", "retry", "db"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -15,7 +15,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         match name {
             "metrics" => metrics()?,
             "retry" => retry()?,
-            other => bail!("unknown benchmark `{other}`; known: metrics, retry"),
+            "db" => db()?,
+            other => bail!("unknown benchmark `{other}`; known: metrics, retry, db"),
         }
     }
     Ok(())
@@ -51,5 +52,18 @@ fn retry() -> Result<()> {
         crate::cargo()
             .args(["bench", "-p", "sluice-retry", "--bench", "policy"])
             .args(CRITERION_ARGS),
+    )
+}
+
+/// sluice-db vs sqlx on the same pool (criterion), against a provisioned
+/// PostgreSQL (or `DATABASE_URL`) and in-memory SQLite.
+fn db() -> Result<()> {
+    let services = crate::test::Services::provision()?;
+    crate::run_step(
+        "criterion: sluice-db point_select",
+        crate::cargo()
+            .args(["bench", "-p", "sluice-db", "--bench", "point_select"])
+            .args(CRITERION_ARGS)
+            .env("DATABASE_URL", &services.database_url),
     )
 }

@@ -24,7 +24,8 @@ commands:
                      `cargo test --workspace ARGS…` against them
   layers             check that crate dependencies only point down the layers
   bench [NAME…]      benchmarks quoted in the docs: `metrics` (recording
-                     cost), `retry` (outage simulation + policy overhead)
+                     cost), `retry` (outage simulation + policy overhead),
+                     `db` (sluice-db vs sqlx on a provisioned PostgreSQL)
 ";
 
 fn main() -> Result<()> {

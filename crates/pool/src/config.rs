@@ -207,7 +207,10 @@ impl ConnectionConfig {
         }
         if let Some(url) = &self.url {
             if kind_of_url(url.expose()) != Some(self.kind) {
-                return Err(Error::config("url", format!("scheme does not match the {} backend", self.kind.as_str())));
+                return Err(Error::config(
+                    "url",
+                    format!("scheme does not match the {} backend", self.kind.as_str()),
+                ));
             }
             if self.kind != Kind::Sqlite && url::Url::parse(url.expose()).is_err() {
                 return Err(Error::config("url", "not a valid URL"));
@@ -220,7 +223,14 @@ impl ConnectionConfig {
     /// credentials.
     pub fn describe(&self) -> String {
         if let Some(url) = &self.url {
-            return format!("{} {}", self.kind.as_str(), crate::secret::redact_url(url.expose()).split('@').next_back().unwrap_or(""));
+            return format!(
+                "{} {}",
+                self.kind.as_str(),
+                crate::secret::redact_url(url.expose())
+                    .split('@')
+                    .next_back()
+                    .unwrap_or("")
+            );
         }
         match self.kind {
             Kind::Sqlite => format!("sqlite {}", self.database.as_deref().unwrap_or(":memory:")),
@@ -252,21 +262,50 @@ mod tests {
 
     #[test]
     fn url_scheme_picks_the_backend() {
-        assert_eq!(ConnectionConfig::from_url("a", "postgres://u@h/db").unwrap().kind, Kind::Postgres);
-        assert_eq!(ConnectionConfig::from_url("a", "sqlite://x.db").unwrap().kind, Kind::Sqlite);
-        assert_eq!(ConnectionConfig::from_url("a", "rediss://h:6380").unwrap().kind, Kind::Redis);
-        assert_eq!(ConnectionConfig::from_url("a", "redis-cluster://h:7000").unwrap().kind, Kind::Redis);
+        assert_eq!(
+            ConnectionConfig::from_url("a", "postgres://u@h/db")
+                .unwrap()
+                .kind,
+            Kind::Postgres
+        );
+        assert_eq!(
+            ConnectionConfig::from_url("a", "sqlite://x.db")
+                .unwrap()
+                .kind,
+            Kind::Sqlite
+        );
+        assert_eq!(
+            ConnectionConfig::from_url("a", "rediss://h:6380")
+                .unwrap()
+                .kind,
+            Kind::Redis
+        );
+        assert_eq!(
+            ConnectionConfig::from_url("a", "redis-cluster://h:7000")
+                .unwrap()
+                .kind,
+            Kind::Redis
+        );
         let err = ConnectionConfig::from_url("a", "mysql://h/db").unwrap_err();
         assert!(err.to_string().contains("unknown scheme"), "{err}");
     }
 
     #[test]
     fn secrets_stay_out_of_debug_and_describe() {
-        let mut c = ConnectionConfig::from_url("primary", "postgres://ada:hunter2@db.internal:5432/app").unwrap();
+        let mut c =
+            ConnectionConfig::from_url("primary", "postgres://ada:hunter2@db.internal:5432/app")
+                .unwrap();
         c.password = Some(Secret::new("s3cret".into()));
         let shown = format!("{c:?} {}", c.describe());
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
-        assert!(c.describe().contains("db.internal:5432/app"), "{}", c.describe());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(
+            c.describe().contains("db.internal:5432/app"),
+            "{}",
+            c.describe()
+        );
     }
 
     #[test]

@@ -41,10 +41,14 @@ impl ConnectionConfig {
     ) -> Result<Self> {
         let var = |suffix: &str| {
             let key = format!("{prefix}_{suffix}");
-            lookup(&key).map(|v| (key, v.trim().to_owned())).filter(|(_, v)| !v.is_empty())
+            lookup(&key)
+                .map(|v| (key, v.trim().to_owned()))
+                .filter(|(_, v)| !v.is_empty())
         };
         let kind = match (var("URL"), var("KIND")) {
-            (Some((key, url)), _) => kind_of_url(&url).ok_or_else(|| Error::config(key, "unknown URL scheme"))?,
+            (Some((key, url)), _) => {
+                kind_of_url(&url).ok_or_else(|| Error::config(key, "unknown URL scheme"))?
+            }
             (None, Some((key, k))) => match k.to_ascii_lowercase().as_str() {
                 "postgres" | "postgresql" => Kind::Postgres,
                 "sqlite" => Kind::Sqlite,
@@ -61,9 +65,18 @@ impl ConnectionConfig {
             c.host = host;
         }
         if let Some((key, port)) = var("PORT") {
-            c.port = Some(parse(&key, &port, "a port number between 1 and 65535").and_then(|p: u16| {
-                if p == 0 { Err(Error::config(&key, "expected a port number between 1 and 65535")) } else { Ok(p) }
-            })?);
+            c.port = Some(
+                parse(&key, &port, "a port number between 1 and 65535").and_then(|p: u16| {
+                    if p == 0 {
+                        Err(Error::config(
+                            &key,
+                            "expected a port number between 1 and 65535",
+                        ))
+                    } else {
+                        Ok(p)
+                    }
+                })?,
+            );
         }
         c.database = var("DATABASE").map(|(_, v)| v);
         c.username = var("USERNAME").map(|(_, v)| v);
@@ -91,19 +104,29 @@ impl ConnectionConfig {
                 "disable" | "false" | "off" | "0" => TlsMode::Disable,
                 "prefer" => TlsMode::Prefer,
                 "require" | "verify-full" | "true" | "on" | "1" => TlsMode::VerifyFull,
-                _ => return Err(Error::config(key, "expected disable, prefer, require or verify-full")),
+                _ => {
+                    return Err(Error::config(
+                        key,
+                        "expected disable, prefer, require or verify-full",
+                    ));
+                }
             };
         }
-        if let Some((key, v)) = var("SSL_VERIFY") {
-            if !boolean(&key, &v)? && c.tls.mode == TlsMode::VerifyFull {
-                c.tls.mode = TlsMode::RequireNoVerify;
-            }
+        if let Some((key, v)) = var("SSL_VERIFY")
+            && !boolean(&key, &v)?
+            && c.tls.mode == TlsMode::VerifyFull
+        {
+            c.tls.mode = TlsMode::RequireNoVerify;
         }
         c.tls.ca_file = var("SSL_CA").map(|(_, v)| PathBuf::from(v));
-        let fallback = |suffix: &str| var(&format!("RETRY_{suffix}")).or_else(|| {
-            let key = format!("IO_RETRY_{suffix}");
-            lookup(&key).map(|v| (key, v.trim().to_owned())).filter(|(_, v)| !v.is_empty())
-        });
+        let fallback = |suffix: &str| {
+            var(&format!("RETRY_{suffix}")).or_else(|| {
+                let key = format!("IO_RETRY_{suffix}");
+                lookup(&key)
+                    .map(|v| (key, v.trim().to_owned()))
+                    .filter(|(_, v)| !v.is_empty())
+            })
+        };
         if let Some((key, v)) = fallback("ATTEMPTS") {
             c.retry_attempts = parse(&key, &v, "a whole number of attempts")?;
         }
@@ -114,16 +137,27 @@ impl ConnectionConfig {
             c.pgbouncer = boolean(&key, &v)?;
         }
         if let Some((key, v)) = var("CLUSTER_NODES") {
-            c.redis_topology = RedisTopology::Cluster { nodes: nodes(&key, &v)? };
+            c.redis_topology = RedisTopology::Cluster {
+                nodes: nodes(&key, &v)?,
+            };
         }
         if let Some((_, service)) = var("SENTINEL_SERVICE") {
-            let (key, v) = var("SENTINEL_NODES")
-                .ok_or_else(|| Error::config(format!("{prefix}_SENTINEL_NODES"), "required with a sentinel service"))?;
-            c.redis_topology = RedisTopology::Sentinel { service, nodes: nodes(&key, &v)? };
+            let (key, v) = var("SENTINEL_NODES").ok_or_else(|| {
+                Error::config(
+                    format!("{prefix}_SENTINEL_NODES"),
+                    "required with a sentinel service",
+                )
+            })?;
+            c.redis_topology = RedisTopology::Sentinel {
+                service,
+                nodes: nodes(&key, &v)?,
+            };
         }
         c.validate().map_err(|e| match e {
             // Name the variable rather than the field.
-            Error::Config { field, reason } => Error::config(format!("{prefix}_{}", field.to_ascii_uppercase()), reason),
+            Error::Config { field, reason } => {
+                Error::config(format!("{prefix}_{}", field.to_ascii_uppercase()), reason)
+            }
             other => other,
         })?;
         Ok(c)
@@ -131,14 +165,19 @@ impl ConnectionConfig {
 }
 
 fn parse<T: FromStr>(key: &str, value: &str, expected: &str) -> Result<T> {
-    value.parse().map_err(|_| Error::config(key, format!("expected {expected}")))
+    value
+        .parse()
+        .map_err(|_| Error::config(key, format!("expected {expected}")))
 }
 
 /// Seconds as a decimal number (`1`, `0.25`), as the design's variables are.
 pub fn seconds(key: &str, value: &str) -> Result<Duration> {
     let secs: f64 = parse(key, value, "a number of seconds")?;
     if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(Error::config(key, "expected a number of seconds greater than 0 and at most 86400"));
+        return Err(Error::config(
+            key,
+            "expected a number of seconds greater than 0 and at most 86400",
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -156,8 +195,14 @@ fn nodes(key: &str, value: &str) -> Result<Vec<(String, u16)>> {
     value
         .split(',')
         .map(|node| {
-            let (host, port) = node.trim().rsplit_once(':').ok_or_else(|| Error::config(key, "expected host:port,host:port"))?;
-            Ok((host.to_owned(), parse(key, port, "host:port with a numeric port")?))
+            let (host, port) = node
+                .trim()
+                .rsplit_once(':')
+                .ok_or_else(|| Error::config(key, "expected host:port,host:port"))?;
+            Ok((
+                host.to_owned(),
+                parse(key, port, "host:port with a numeric port")?,
+            ))
         })
         .collect()
 }
@@ -169,7 +214,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -194,9 +242,15 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.pool_size), ("db", Some(6432), 20));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.pool_size),
+            ("db", Some(6432), 20)
+        );
         assert_eq!(c.connect_timeout, Duration::from_millis(2500));
-        assert_eq!((c.retry_attempts, c.retry_delay), (5, Duration::from_millis(500)));
+        assert_eq!(
+            (c.retry_attempts, c.retry_delay),
+            (5, Duration::from_millis(500))
+        );
         assert!(c.pgbouncer);
         assert_eq!(c.tls.mode, TlsMode::VerifyFull);
         assert_eq!(c.password.as_ref().unwrap().expose(), "hunter2");
@@ -205,7 +259,13 @@ mod tests {
 
     #[test]
     fn a_url_wins_and_sets_the_kind() {
-        let c = ConnectionConfig::from_env("analytics", "DB_ANALYTICS", Kind::Postgres, env(&[("DB_ANALYTICS_URL", "sqlite://a.db")])).unwrap();
+        let c = ConnectionConfig::from_env(
+            "analytics",
+            "DB_ANALYTICS",
+            Kind::Postgres,
+            env(&[("DB_ANALYTICS_URL", "sqlite://a.db")]),
+        )
+        .unwrap();
         assert_eq!(c.kind, Kind::Sqlite);
     }
 
@@ -218,11 +278,20 @@ mod tests {
             (("DB_POSTGRES_POOL_SIZE", "0"), "DB_POSTGRES_POOL_SIZE"),
             (("DB_POSTGRES_TIMEOUT", "soon"), "DB_POSTGRES_TIMEOUT"),
             (("DB_POSTGRES_SSL", "maybe"), "DB_POSTGRES_SSL"),
-            (("DB_POSTGRES_URL", "mysql://u:hunter2@h/db"), "DB_POSTGRES_URL"),
+            (
+                ("DB_POSTGRES_URL", "mysql://u:hunter2@h/db"),
+                "DB_POSTGRES_URL",
+            ),
             (("IO_RETRY_ATTEMPTS", "three"), "IO_RETRY_ATTEMPTS"),
         ];
         for ((key, value), named) in cases {
-            let err = ConnectionConfig::from_env("p", "DB_POSTGRES", Kind::Postgres, env(&[(key, value)])).unwrap_err();
+            let err = ConnectionConfig::from_env(
+                "p",
+                "DB_POSTGRES",
+                Kind::Postgres,
+                env(&[(key, value)]),
+            )
+            .unwrap_err();
             let text = err.to_string();
             assert!(text.contains(named), "{key}={value}: {text}");
             assert!(!text.contains("hunter2"), "{text}");
@@ -231,9 +300,26 @@ mod tests {
 
     #[test]
     fn redis_cluster_and_sentinel() {
-        let c = ConnectionConfig::from_env("cache", "REDIS", Kind::Redis, env(&[("REDIS_CLUSTER_NODES", "a:7000, b:7001")])).unwrap();
-        assert_eq!(c.redis_topology, RedisTopology::Cluster { nodes: vec![("a".into(), 7000), ("b".into(), 7001)] });
-        let err = ConnectionConfig::from_env("cache", "REDIS", Kind::Redis, env(&[("REDIS_SENTINEL_SERVICE", "mymaster")])).unwrap_err();
+        let c = ConnectionConfig::from_env(
+            "cache",
+            "REDIS",
+            Kind::Redis,
+            env(&[("REDIS_CLUSTER_NODES", "a:7000, b:7001")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis_topology,
+            RedisTopology::Cluster {
+                nodes: vec![("a".into(), 7000), ("b".into(), 7001)]
+            }
+        );
+        let err = ConnectionConfig::from_env(
+            "cache",
+            "REDIS",
+            Kind::Redis,
+            env(&[("REDIS_SENTINEL_SERVICE", "mymaster")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("REDIS_SENTINEL_NODES"));
         assert_eq!(c.command_timeout, Some(Duration::from_secs(1)));
     }

@@ -86,7 +86,11 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::Connect { .. } | Error::Timeout { .. } | Error::Unavailable { .. } | Error::Acquire { .. } | Error::Ping { .. }
+            Error::Connect { .. }
+                | Error::Timeout { .. }
+                | Error::Unavailable { .. }
+                | Error::Acquire { .. }
+                | Error::Ping { .. }
         )
     }
 }
@@ -97,7 +101,9 @@ impl Classify for Error {
             Error::Config { .. } | Error::Closed { .. } => Class::Permanent,
             Error::Connect { source, .. } => source.class(),
             Error::Acquire { source, .. } => sqlx_class(source),
-            Error::Timeout { .. } | Error::Unavailable { .. } | Error::Ping { .. } => Class::Transient,
+            Error::Timeout { .. } | Error::Unavailable { .. } | Error::Ping { .. } => {
+                Class::Transient
+            }
         }
     }
 
@@ -139,10 +145,13 @@ impl Classify for ConnectError {
 /// "the database is starting up" are transient; bad passwords are not).
 pub fn sqlx_class(error: &sqlx::Error) -> Class {
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => {
-            Class::Transient
-        }
-        sqlx::Error::Database(db) => db.code().map_or(Class::Permanent, |code| sluice_retry::sqlstate_class(&code)),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => Class::Transient,
+        sqlx::Error::Database(db) => db
+            .code()
+            .map_or(Class::Permanent, |code| sluice_retry::sqlstate_class(&code)),
         _ => Class::Permanent,
     }
 }
@@ -151,8 +160,13 @@ pub fn sqlx_class(error: &sqlx::Error) -> Class {
 pub fn redis_class(error: &fred::error::Error) -> Class {
     use fred::error::ErrorKind;
     match error.kind() {
-        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure | ErrorKind::Cluster
-        | ErrorKind::Routing | ErrorKind::Sentinel => Class::Transient,
+        ErrorKind::IO
+        | ErrorKind::Timeout
+        | ErrorKind::Canceled
+        | ErrorKind::Backpressure
+        | ErrorKind::Cluster
+        | ErrorKind::Routing
+        | ErrorKind::Sentinel => Class::Transient,
         _ => Class::Permanent,
     }
 }

@@ -50,11 +50,16 @@ impl RedisPool {
     pub async fn open(config: &ConnectionConfig) -> Result<Self> {
         config.validate()?;
         if config.kind != Kind::Redis {
-            return Err(Error::config("kind", "a RedisPool needs a Redis connection"));
+            return Err(Error::config(
+                "kind",
+                "a RedisPool needs a Redis connection",
+            ));
         }
         let fred_config = fred_config(config)?;
         let command_timeout = config.command_timeout.unwrap_or(Duration::from_secs(1));
-        let delay_ms = u32::try_from(config.retry_delay.as_millis()).unwrap_or(u32::MAX).max(1);
+        let delay_ms = u32::try_from(config.retry_delay.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
         let pool = fred::types::Builder::from_config(fred_config)
             .with_performance_config(|perf| perf.default_command_timeout = command_timeout)
             .with_connection_config(|conn| {
@@ -90,7 +95,11 @@ impl RedisPool {
             .await;
         if let Err(source) = connected {
             let _ = pool.quit().await;
-            return Err(Error::Connect { name: config.name.clone(), backend: "redis", source });
+            return Err(Error::Connect {
+                name: config.name.clone(),
+                backend: "redis",
+                source,
+            });
         }
         tracing::info!(target = %config.describe(), size = config.pool_size, "redis pool open");
         Ok(Self {
@@ -122,7 +131,13 @@ impl RedisPool {
     /// Sizes: `size` clients, of which `idle` are connected. Clients are
     /// multiplexed, so none is ever "in use" exclusively and none waits.
     pub fn stats(&self) -> PoolStats {
-        let connected = self.inner.pool.clients().iter().filter(|c| c.is_connected()).count();
+        let connected = self
+            .inner
+            .pool
+            .clients()
+            .iter()
+            .filter(|c| c.is_connected())
+            .count();
         let connected = u32::try_from(connected).unwrap_or(u32::MAX);
         let stats = PoolStats {
             size: self.inner.size,
@@ -141,7 +156,10 @@ impl RedisPool {
             .pool
             .ping::<()>(None)
             .await
-            .map_err(|e| Error::Ping { name: self.inner.name.clone(), source: ConnectError::Redis(e) })
+            .map_err(|e| Error::Ping {
+                name: self.inner.name.clone(),
+                source: ConnectError::Redis(e),
+            })
     }
 
     /// Closes every client.
@@ -153,16 +171,23 @@ impl RedisPool {
 fn fred_config(config: &ConnectionConfig) -> Result<Config> {
     let mut fred = match &config.url {
         // fred's error could quote the URL; name the field instead.
-        Some(url) => Config::from_url(url.expose()).map_err(|_| Error::config("url", "not a valid Redis URL"))?,
+        Some(url) => Config::from_url(url.expose())
+            .map_err(|_| Error::config("url", "not a valid Redis URL"))?,
         None => {
             let port = config.port_or_default().unwrap_or(6379);
             let server = match &config.redis_topology {
-                RedisTopology::Standalone => ServerConfig::new_centralized(config.host.clone(), port),
+                RedisTopology::Standalone => {
+                    ServerConfig::new_centralized(config.host.clone(), port)
+                }
                 RedisTopology::Cluster { nodes } => ServerConfig::new_clustered(nodes.clone()),
-                RedisTopology::Sentinel { service, nodes } => ServerConfig::new_sentinel(nodes.clone(), service.clone()),
+                RedisTopology::Sentinel { service, nodes } => {
+                    ServerConfig::new_sentinel(nodes.clone(), service.clone())
+                }
             };
             let database = match &config.database {
-                Some(db) => Some(db.parse::<u8>().map_err(|_| Error::config("database", "expected a Redis database number 0-255"))?),
+                Some(db) => Some(db.parse::<u8>().map_err(|_| {
+                    Error::config("database", "expected a Redis database number 0-255")
+                })?),
                 None => None,
             };
             Config {
@@ -189,20 +214,26 @@ fn fred_config(config: &ConnectionConfig) -> Result<Config> {
 
 fn tls_connector(config: &ConnectionConfig) -> Result<TlsConnector> {
     let Some(ca_file) = &config.tls.ca_file else {
-        return TlsConnector::default_rustls().map_err(|e| Error::config("ssl", e.details().to_owned()));
+        return TlsConnector::default_rustls()
+            .map_err(|e| Error::config("ssl", e.details().to_owned()));
     };
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|_| Error::config("ssl_ca", "cannot read the CA file"))?;
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|_| Error::config("ssl_ca", "cannot read the CA file"))?;
     for cert in certs {
         let cert = cert.map_err(|_| Error::config("ssl_ca", "not a PEM certificate file"))?;
-        roots.add(cert).map_err(|_| Error::config("ssl_ca", "invalid CA certificate"))?;
+        roots
+            .add(cert)
+            .map_err(|_| Error::config("ssl_ca", "invalid CA certificate"))?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|_| Error::config("ssl", "no TLS protocol version available"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|_| Error::config("ssl", "no TLS protocol version available"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(TlsConnector::from(tls))
 }

@@ -57,18 +57,28 @@ impl Pools {
 
     /// Adds (or replaces) a pool under `name`.
     pub fn insert(&self, name: impl Into<String>, pool: AnyPool) {
-        let mut pools = self.pools.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pools = self
+            .pools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pools.insert(name.into(), pool);
     }
 
     /// The pool called `name`.
     pub fn get(&self, name: &str) -> Option<AnyPool> {
-        self.pools.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+        self.pools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 
     /// Every pool, by name.
     pub fn all(&self) -> Vec<(String, AnyPool)> {
-        let pools = self.pools.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pools = self
+            .pools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pools.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 

@@ -99,18 +99,31 @@ impl SqlPool {
                 let mut pool_options = pool_options::<Sqlite>(config, &metrics);
                 if in_memory {
                     // The database lives as long as one connection does.
-                    pool_options = pool_options.min_connections(config.min_idle.max(1)).idle_timeout(None).max_lifetime(None);
+                    pool_options = pool_options
+                        .min_connections(config.min_idle.max(1))
+                        .idle_timeout(None)
+                        .max_lifetime(None);
                 }
                 let pool = policy
                     .run(|_| {
                         let (pool_options, options) = (pool_options.clone(), options.clone());
-                        async move { pool_options.connect_with(options).await.map_err(ConnectError::Sql) }
+                        async move {
+                            pool_options
+                                .connect_with(options)
+                                .await
+                                .map_err(ConnectError::Sql)
+                        }
                     })
                     .await
                     .map_err(|source| connect_error(config, source))?;
                 Driver::Sqlite(pool)
             }
-            Kind::Redis => return Err(Error::config("kind", "a Redis connection opens as a RedisPool")),
+            Kind::Redis => {
+                return Err(Error::config(
+                    "kind",
+                    "a Redis connection opens as a RedisPool",
+                ));
+            }
         };
         let breaker = CircuitBreaker::try_new(BreakerConfig {
             window: Window::Count(10),
@@ -160,10 +173,13 @@ impl SqlPool {
     /// free within the acquire timeout.
     pub async fn acquire(&self) -> Result<SqlConnection> {
         let inner = &self.inner;
-        let permit = inner.breaker.try_acquire().map_err(|rejected| Error::Unavailable {
-            name: inner.name.clone(),
-            retry_after: rejected.retry_after,
-        })?;
+        let permit = inner
+            .breaker
+            .try_acquire()
+            .map_err(|rejected| Error::Unavailable {
+                name: inner.name.clone(),
+                retry_after: rejected.retry_after,
+            })?;
         inner.waiting.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = match &inner.driver {
@@ -184,13 +200,21 @@ impl SqlPool {
                 if self.stats().size < inner.max {
                     permit.failure();
                 }
-                Err(Error::Timeout { name: inner.name.clone(), waited })
+                Err(Error::Timeout {
+                    name: inner.name.clone(),
+                    waited,
+                })
             }
-            Err(sqlx::Error::PoolClosed) => Err(Error::Closed { name: inner.name.clone() }),
+            Err(sqlx::Error::PoolClosed) => Err(Error::Closed {
+                name: inner.name.clone(),
+            }),
             Err(source) => {
                 permit.failure();
                 inner.metrics.connected(false);
-                Err(Error::Acquire { name: inner.name.clone(), source })
+                Err(Error::Acquire {
+                    name: inner.name.clone(),
+                    source,
+                })
             }
         }
     }
@@ -209,7 +233,9 @@ impl SqlPool {
             max: self.inner.max,
             waiting: self.inner.waiting.load(Ordering::Relaxed),
         };
-        self.inner.metrics.sizes(stats.idle, stats.in_use, stats.max, stats.waiting);
+        self.inner
+            .metrics
+            .sizes(stats.idle, stats.in_use, stats.max, stats.waiting);
         stats
     }
 
@@ -218,10 +244,17 @@ impl SqlPool {
         let check = async {
             let mut conn = self.acquire().await?;
             let result = match &mut conn {
-                SqlConnection::Postgres(c) => sqlx::query("SELECT 1").execute(&mut **c).await.map(drop),
-                SqlConnection::Sqlite(c) => sqlx::query("SELECT 1").execute(&mut **c).await.map(drop),
+                SqlConnection::Postgres(c) => {
+                    sqlx::query("SELECT 1").execute(&mut **c).await.map(drop)
+                }
+                SqlConnection::Sqlite(c) => {
+                    sqlx::query("SELECT 1").execute(&mut **c).await.map(drop)
+                }
             };
-            result.map_err(|e| Error::Ping { name: self.inner.name.clone(), source: ConnectError::Sql(e) })
+            result.map_err(|e| Error::Ping {
+                name: self.inner.name.clone(),
+                source: ConnectError::Sql(e),
+            })
         };
         match tokio::time::timeout(self.inner.acquire_timeout, check).await {
             Ok(result) => result,
@@ -267,7 +300,10 @@ impl SqlPool {
     }
 }
 
-fn connect_error(config: &ConnectionConfig, source: sluice_retry::RetryError<ConnectError>) -> Error {
+fn connect_error(
+    config: &ConnectionConfig,
+    source: sluice_retry::RetryError<ConnectError>,
+) -> Error {
     Error::Connect {
         name: config.name.clone(),
         backend: config.kind.as_str(),
@@ -275,7 +311,10 @@ fn connect_error(config: &ConnectionConfig, source: sluice_retry::RetryError<Con
     }
 }
 
-fn pool_options<DB: sqlx::Database>(config: &ConnectionConfig, metrics: &PoolMetrics) -> PoolOptions<DB> {
+fn pool_options<DB: sqlx::Database>(
+    config: &ConnectionConfig,
+    metrics: &PoolMetrics,
+) -> PoolOptions<DB> {
     let connected = metrics.clone();
     PoolOptions::<DB>::new()
         .max_connections(config.pool_size)
@@ -293,7 +332,8 @@ fn pool_options<DB: sqlx::Database>(config: &ConnectionConfig, metrics: &PoolMet
 fn postgres_options(config: &ConnectionConfig) -> Result<PgConnectOptions> {
     let mut options = match &config.url {
         // The parse error could quote the URL, password included: replace it.
-        Some(url) => PgConnectOptions::from_str(url.expose()).map_err(|_| Error::config("url", "not a valid PostgreSQL URL"))?,
+        Some(url) => PgConnectOptions::from_str(url.expose())
+            .map_err(|_| Error::config("url", "not a valid PostgreSQL URL"))?,
         None => {
             let mut o = PgConnectOptions::new_without_pgpass().host(&config.host);
             if let Some(port) = config.port_or_default() {
@@ -340,7 +380,10 @@ fn sqlite_options(config: &ConnectionConfig) -> Result<(SqliteConnectOptions, bo
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:")
             .to_owned(),
-        None => config.database.clone().unwrap_or_else(|| ":memory:".to_owned()),
+        None => config
+            .database
+            .clone()
+            .unwrap_or_else(|| ":memory:".to_owned()),
     };
     let path = path.split('?').next().unwrap_or_default().to_owned();
     let in_memory = path.is_empty() || path == ":memory:";
@@ -351,7 +394,10 @@ fn sqlite_options(config: &ConnectionConfig) -> Result<(SqliteConnectOptions, bo
         // A named shared-cache database: every connection of this pool sees
         // the same data, and another pool (another name) does not.
         options
-            .filename(format!("file:sluice-{}?mode=memory&cache=shared", config.name))
+            .filename(format!(
+                "file:sluice-{}?mode=memory&cache=shared",
+                config.name
+            ))
             .in_memory(true)
             .shared_cache(true)
     } else {

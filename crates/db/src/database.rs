@@ -1,0 +1,141 @@
+//! [`Database`]: queries and statements on a pool, timed and classified.
+
+use serde_json::{Map, Value as Json};
+use sluice_metrics::{ConnectionMetrics, OpKind, Registry};
+use sluice_pool::{ConnectionConfig, Kind, SqlConnection, SqlPool};
+
+use crate::error::{DbError, Result};
+use crate::executor::{self, Conn, Record};
+use crate::params::Params;
+use crate::statement::{Sql, prepare};
+
+/// A database: a [`SqlPool`] plus timing, classification and the same
+/// API for PostgreSQL and SQLite. Clones share the pool.
+///
+/// Every operation is recorded in `sluice-metrics` under the pool's name
+/// (never with SQL text or values), inside a `tracing` span `io`.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub(crate) pool: SqlPool,
+    pub(crate) metrics: ConnectionMetrics,
+}
+
+impl Database {
+    /// Opens the pool described by `config` (see [`SqlPool::open`]).
+    pub async fn open(config: &ConnectionConfig) -> Result<Self> {
+        Ok(Self::new(SqlPool::open(config).await?))
+    }
+
+    /// Wraps an open pool, recording into the global metrics registry.
+    pub fn new(pool: SqlPool) -> Self {
+        Self::with_registry(pool, Registry::global())
+    }
+
+    /// Wraps an open pool, recording into `registry`.
+    pub fn with_registry(pool: SqlPool, registry: &Registry) -> Self {
+        let metrics = registry.connection(pool.kind().metrics_backend(), pool.name());
+        Self { pool, metrics }
+    }
+
+    /// The pool underneath.
+    pub fn pool(&self) -> &SqlPool {
+        &self.pool
+    }
+
+    /// PostgreSQL or SQLite.
+    pub fn kind(&self) -> Kind {
+        self.pool.kind()
+    }
+
+    /// Rows decoded into `T` (a `#[derive(sqlx::FromRow)]` struct or a tuple).
+    pub async fn query<T: Record>(
+        &self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<Vec<T>> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let persistent = !self.pool.pgbouncer();
+        self.metrics
+            .timed(OpKind::Query, async {
+                let mut conn = self.pool.acquire().await?;
+                Ok(executor::fetch_all(conn_of(&mut conn)?, prepared, persistent).await?)
+            })
+            .await
+    }
+
+    /// The first row, or [`DbError::NotFound`].
+    pub async fn query_one<T: Record>(
+        &self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<T> {
+        self.query_optional(sql, params)
+            .await?
+            .ok_or(DbError::NotFound)
+    }
+
+    /// The first row, if any.
+    pub async fn query_optional<T: Record>(
+        &self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<Option<T>> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let persistent = !self.pool.pgbouncer();
+        self.metrics
+            .timed(OpKind::Query, async {
+                let mut conn = self.pool.acquire().await?;
+                Ok(executor::fetch_optional(conn_of(&mut conn)?, prepared, persistent).await?)
+            })
+            .await
+    }
+
+    /// Rows as JSON objects keyed by column name, for generic use.
+    /// Integers, floats, booleans, text, JSON and timestamps (RFC 3339) map
+    /// to their JSON forms; other column types are an error naming the
+    /// column (cast them to text in the query).
+    pub async fn query_json(
+        &self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<Vec<Map<String, Json>>> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let persistent = !self.pool.pgbouncer();
+        self.metrics
+            .timed(OpKind::Query, async {
+                let mut conn = self.pool.acquire().await?;
+                Ok(executor::fetch_json(conn_of(&mut conn)?, prepared, persistent).await?)
+            })
+            .await
+    }
+
+    /// Runs a statement; returns the number of rows it affected.
+    pub async fn execute(&self, sql: impl Into<Sql>, params: impl Into<Params>) -> Result<u64> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let persistent = !self.pool.pgbouncer();
+        self.metrics
+            .timed(OpKind::Execute, async {
+                let mut conn = self.pool.acquire().await?;
+                Ok(executor::execute(conn_of(&mut conn)?, prepared, persistent).await?)
+            })
+            .await
+    }
+
+    /// Checks that the database answers, within the pool's acquire timeout.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.pool.ping().await?)
+    }
+
+    /// Closes the pool, waiting for borrowed connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) fn conn_of(conn: &mut SqlConnection) -> Result<Conn<'_>> {
+    match conn {
+        SqlConnection::Postgres(c) => Ok(Conn::Pg(c)),
+        SqlConnection::Sqlite(c) => Ok(Conn::Sqlite(c)),
+        _ => Err(DbError::invalid("unsupported database backend")),
+    }
+}

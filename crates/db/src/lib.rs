@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//! - [`Database`] (`database.rs`): query, query_one, query_optional,
+//!   query_json, execute; [`Database::transaction`] (`transaction.rs`);
+//!   [`Database::migrate`] (`migrate.rs`, SQL in `migrations/`).
+//! - [`Sql`], [`Params`], [`Value`], [`params!`] (`statement.rs`,
+//!   `params.rs`): one SQL text for both dialects, values always bound.
+//! - [`DbError`] (`error.rs`): not found, conflict, invalid input,
+//!   unavailable, busy, other.
+//! - [`Cache`] (`cache.rs`): JSON values in Redis.
+
+mod cache;
+mod database;
+mod error;
+mod executor;
+mod migrate;
+mod params;
+mod statement;
+mod transaction;
+
+pub use cache::{Cache, CacheError};
+pub use database::Database;
+pub use error::{DbError, Result};
+pub use executor::Record;
+pub use params::{Params, Value};
+pub use statement::Sql;
+pub use transaction::{Transaction, TxFuture};
+
+/// Derive this on row structs (re-exported from sqlx so callers need no
+/// direct sqlx dependency).
+pub use sqlx::FromRow;

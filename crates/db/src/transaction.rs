@@ -1,0 +1,251 @@
+//! Transactions as closures: one connection, commit only on success.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+use sluice_metrics::{ConnectionMetrics, OpKind};
+use sluice_pool::{Kind, SqlConnection};
+use sluice_retry::{Backoff, Class, Classify, Jitter, Policy};
+use sqlx::{Acquire, Connection, Postgres, Sqlite};
+
+use crate::database::Database;
+use crate::error::{DbError, Result};
+use crate::executor::{self, Conn, Record};
+use crate::params::Params;
+use crate::statement::{Sql, prepare};
+
+/// The future a transaction closure returns (as sqlx's own
+/// `Connection::transaction` takes).
+pub type TxFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>;
+
+/// An open transaction, lent to the closure given to
+/// [`Database::transaction`]. Every statement runs on its one connection.
+#[derive(Debug)]
+pub struct Transaction<'c> {
+    inner: Inner<'c>,
+    persistent: bool,
+    metrics: ConnectionMetrics,
+}
+
+#[derive(Debug)]
+enum Inner<'c> {
+    Pg(sqlx::Transaction<'c, Postgres>),
+    Sqlite(sqlx::Transaction<'c, Sqlite>),
+}
+
+impl Transaction<'_> {
+    fn conn(&mut self) -> Conn<'_> {
+        match &mut self.inner {
+            Inner::Pg(tx) => Conn::Pg(tx),
+            Inner::Sqlite(tx) => Conn::Sqlite(tx),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self.inner {
+            Inner::Pg(_) => Kind::Postgres,
+            Inner::Sqlite(_) => Kind::Sqlite,
+        }
+    }
+
+    /// Rows decoded into `T`.
+    pub async fn query<T: Record>(
+        &mut self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<Vec<T>> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let (persistent, metrics) = (self.persistent, self.metrics.clone());
+        metrics
+            .timed(OpKind::Query, async {
+                Ok(executor::fetch_all(self.conn(), prepared, persistent).await?)
+            })
+            .await
+    }
+
+    /// The first row, or [`DbError::NotFound`].
+    pub async fn query_one<T: Record>(
+        &mut self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<T> {
+        self.query_optional(sql, params)
+            .await?
+            .ok_or(DbError::NotFound)
+    }
+
+    /// The first row, if any.
+    pub async fn query_optional<T: Record>(
+        &mut self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<Option<T>> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let (persistent, metrics) = (self.persistent, self.metrics.clone());
+        metrics
+            .timed(OpKind::Query, async {
+                Ok(executor::fetch_optional(self.conn(), prepared, persistent).await?)
+            })
+            .await
+    }
+
+    /// Rows as JSON objects.
+    pub async fn query_json(
+        &mut self,
+        sql: impl Into<Sql>,
+        params: impl Into<Params>,
+    ) -> Result<Vec<Map<String, Json>>> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let (persistent, metrics) = (self.persistent, self.metrics.clone());
+        metrics
+            .timed(OpKind::Query, async {
+                Ok(executor::fetch_json(self.conn(), prepared, persistent).await?)
+            })
+            .await
+    }
+
+    /// Runs a statement; returns the number of rows it affected.
+    pub async fn execute(&mut self, sql: impl Into<Sql>, params: impl Into<Params>) -> Result<u64> {
+        let prepared = prepare(&sql.into(), params.into(), self.kind())?;
+        let (persistent, metrics) = (self.persistent, self.metrics.clone());
+        metrics
+            .timed(OpKind::Execute, async {
+                Ok(executor::execute(self.conn(), prepared, persistent).await?)
+            })
+            .await
+    }
+
+    async fn commit(self) -> Result<()> {
+        match self.inner {
+            Inner::Pg(tx) => tx.commit().await?,
+            Inner::Sqlite(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    async fn rollback(self) {
+        // A failed rollback means the connection is gone, and the server
+        // rolls back on its own; the caller's error is the one to report.
+        let _ = match self.inner {
+            Inner::Pg(tx) => tx.rollback().await,
+            Inner::Sqlite(tx) => tx.rollback().await,
+        };
+    }
+}
+
+/// One attempt's error; only lost races between transactions are retried
+/// (a connection lost mid-commit may or may not have committed).
+struct Attempt(DbError);
+
+impl Classify for Attempt {
+    fn class(&self) -> Class {
+        match self.0 {
+            DbError::Busy(_) => Class::Transient,
+            _ => Class::Permanent,
+        }
+    }
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn retry_policy() -> Policy {
+    // Constant values that `try_new`/`build` accept: this cannot fail.
+    let backoff = Backoff::try_new(
+        Duration::from_millis(10),
+        Duration::from_millis(500),
+        Jitter::Full,
+    )
+    .expect("constant backoff is valid");
+    Policy::builder()
+        .attempts(5)
+        .backoff(backoff)
+        .no_deadline()
+        .no_breaker()
+        .no_budget()
+        .build()
+        .expect("constant policy is valid")
+}
+
+impl Database {
+    /// Runs `work` in a transaction and commits if it returns `Ok`.
+    ///
+    /// Every statement inside runs on one connection, so a later statement
+    /// can use what an earlier one returned. The transaction is rolled back
+    /// when `work` returns an error, when it panics, and when the returned
+    /// future is dropped before it finishes (the connection goes back to
+    /// the pool with the rollback queued, and is rolled back before reuse).
+    /// Serialization failures and deadlocks (SQLite: busy) re-run the whole
+    /// closure, up to 5 times with jittered backoff, so `work` must not have
+    /// effects outside the database. SQLite transactions start with
+    /// `BEGIN IMMEDIATE`, taking the write lock up front.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: sluice_db::Database) -> sluice_db::Result<()> {
+    /// use sluice_db::params;
+    /// let user_id: i64 = db
+    ///     .transaction(|tx| Box::pin(async move {
+    ///         let (id,): (i64,) = tx
+    ///             .query_one("INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id", params!["Ada", "ada@example.com"])
+    ///             .await?;
+    ///         tx.execute("INSERT INTO profiles (user_id, bio) VALUES ($1, $2)", params![id, ""]).await?;
+    ///         Ok(id)
+    ///     }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send,
+        F: for<'t, 'c> FnMut(&'t mut Transaction<'c>) -> TxFuture<'t, T> + Send,
+    {
+        let work = tokio::sync::Mutex::new(work);
+        let policy = retry_policy();
+        self.metrics
+            .timed(OpKind::Transaction, async {
+                policy
+                    .run(|_| async {
+                        let mut work = work.lock().await;
+                        self.transaction_once(&mut *work).await.map_err(Attempt)
+                    })
+                    .await
+                    .map_err(|e| match e.into_last_error() {
+                        Some(Attempt(error)) => error,
+                        None => DbError::invalid("transaction gave up without an error"),
+                    })
+            })
+            .await
+    }
+
+    async fn transaction_once<T, F>(&self, work: &mut F) -> Result<T>
+    where
+        F: for<'t, 'c> FnMut(&'t mut Transaction<'c>) -> TxFuture<'t, T>,
+    {
+        let mut conn = self.pool.acquire().await?;
+        let inner = match &mut conn {
+            SqlConnection::Postgres(c) => Inner::Pg(c.begin().await?),
+            SqlConnection::Sqlite(c) => Inner::Sqlite((**c).begin_with("BEGIN IMMEDIATE").await?),
+            _ => return Err(DbError::invalid("unsupported database backend")),
+        };
+        let mut tx = Transaction {
+            inner,
+            persistent: !self.pool.pgbouncer(),
+            metrics: self.metrics.clone(),
+        };
+        match work(&mut tx).await {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+}

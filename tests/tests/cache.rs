@@ -1,0 +1,141 @@
+//! sluice-db's Redis cache against a real Redis, including one that dies.
+
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sluice_db::{Cache, CacheError, Database, params};
+use sluice_metrics::{Backend, Registry};
+use sluice_pool::{ConnectionConfig, RedisPool, SqlPool};
+use sluice_tests::provision::TempRedis;
+use sluice_tests::services;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+struct Profile {
+    id: i64,
+    bio: String,
+}
+
+async fn cache_on(url: &str, name: &str, registry: &Registry) -> Cache {
+    let mut config = ConnectionConfig::from_url(name, url).unwrap();
+    config.pool_size = 2;
+    config.retry_delay = Duration::from_millis(100);
+    Cache::with_registry(
+        RedisPool::open(&config).await.unwrap(),
+        services::redis_prefix(name),
+        registry,
+    )
+}
+
+#[tokio::test]
+async fn get_set_delete_and_get_many_under_a_prefix() {
+    let registry = Registry::new();
+    let cache = cache_on(&services::redis_url(), "cache_roundtrip", &registry).await;
+    let ada = Profile {
+        id: 1,
+        bio: "math".into(),
+    };
+    assert_eq!(cache.get::<Profile>("user:1").await.unwrap(), None);
+    cache
+        .set("user:1", &ada, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get::<Profile>("user:1").await.unwrap(),
+        Some(ada.clone())
+    );
+    let many: Vec<Option<Profile>> = cache.get_many(&["user:1", "user:2"]).await.unwrap();
+    assert_eq!(many, vec![Some(ada), None]);
+    assert!(cache.delete("user:1").await.unwrap());
+    assert!(!cache.delete("user:1").await.unwrap());
+    // A value of another shape reads as a miss, not an error.
+    cache
+        .set("user:3", "not a profile", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<Profile>("user:3").await.unwrap(), None);
+
+    let snapshot = registry.snapshot();
+    let c = snapshot
+        .connection(Backend::Redis, "cache_roundtrip")
+        .unwrap();
+    assert_eq!((c.hits, c.misses), (2, 3));
+}
+
+#[tokio::test]
+async fn values_expire_after_their_ttl() {
+    let cache = cache_on(&services::redis_url(), "cache_ttl", &Registry::new()).await;
+    cache.set("k", &1, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(cache.get::<i32>("k").await.unwrap(), Some(1));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(cache.get::<i32>("k").await.unwrap(), None);
+}
+
+/// The read-through pattern the server uses: the cache first, the
+/// database when the cache misses or fails.
+async fn read_bio(db: &Database, cache: &Cache, id: i64) -> String {
+    if let Ok(Some(bio)) = cache.get::<String>(&format!("bio:{id}")).await {
+        return bio;
+    }
+    let (bio,): (String,) = db
+        .query_one("SELECT bio FROM profiles WHERE user_id = $1", params![id])
+        .await
+        .unwrap();
+    let _ = cache
+        .set(&format!("bio:{id}"), &bio, Duration::from_secs(60))
+        .await;
+    bio
+}
+
+#[tokio::test]
+async fn a_dead_redis_is_reported_fast_and_reads_fall_back_to_the_database() {
+    let mut redis = tokio::task::spawn_blocking(TempRedis::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let cache = cache_on(&redis.url(), "cache_dies", &Registry::new()).await;
+    let db = Database::new(
+        SqlPool::open(&ConnectionConfig::from_url("cache_db", "sqlite::memory:").unwrap())
+            .await
+            .unwrap(),
+    );
+    db.migrate().await.unwrap();
+    db.execute(
+        "INSERT INTO users (id, name, email) VALUES (1, 'Ada', 'a@x.org')",
+        (),
+    )
+    .await
+    .unwrap();
+    db.execute("INSERT INTO profiles (user_id, bio) VALUES (1, 'math')", ())
+        .await
+        .unwrap();
+    assert_eq!(read_bio(&db, &cache, 1).await, "math");
+
+    redis.stop();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let err = cache.get::<String>("bio:1").await.unwrap_err();
+        assert!(matches!(err, CacheError::Unavailable(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(read_bio(&db, &cache, 1).await, "math");
+    }
+
+    // Redis returns (empty: persistence is off); the cache is used again.
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache
+        .set("bio:1", "from cache", Duration::from_secs(60))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the cache did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read_bio(&db, &cache, 1).await, "from cache");
+}
