@@ -274,3 +274,27 @@ async fn redis_unreachable_fails_with_the_connection_name() {
     );
     assert!(!format!("{err} {err:?}").contains("hunter2"));
 }
+
+#[tokio::test]
+async fn the_registry_holds_pools_by_name_and_closes_them_all() {
+    use sluice_pool::{AnyPool, Pools};
+    let pools = Pools::new();
+    let sql = SqlPool::open(&ConnectionConfig::from_url("reg_sql", "sqlite::memory:").unwrap())
+        .await
+        .unwrap();
+    let redis =
+        RedisPool::open(&ConnectionConfig::from_url("reg_redis", &services::redis_url()).unwrap())
+            .await
+            .unwrap();
+    pools.insert("primary", AnyPool::Sql(sql.clone()));
+    pools.insert("cache", AnyPool::Redis(redis));
+    let names: Vec<String> = pools.all().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["cache", "primary"]);
+    for (_, pool) in pools.all() {
+        pool.ping().await.unwrap();
+        assert!(pool.stats().max >= 1);
+    }
+    assert!(pools.get("missing").is_none());
+    pools.close_all().await;
+    assert!(sql.is_closed());
+}

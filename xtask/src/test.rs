@@ -23,7 +23,8 @@ pub(crate) struct Services {
 impl Services {
     pub(crate) fn provision() -> Result<Self> {
         // Ctrl-C reaches cargo and the servers (same process group); we
-        // survive it so that the drops below remove the temporary files.
+        // survive it (and SIGTERM) so that the drops below stop the servers
+        // and remove their temporary files.
         ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
             .context("cannot install the Ctrl-C handler")?;
         let (database_url, postgres) = match std::env::var("DATABASE_URL") {

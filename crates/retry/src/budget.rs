@@ -224,6 +224,35 @@ mod tests {
         assert!(!b.try_withdraw());
     }
 
+    /// Many threads at once: the mutex makes deposits and withdrawals
+    /// atomic, so the total granted never exceeds what was earned.
+    #[test]
+    fn concurrent_withdrawals_never_overdraw() {
+        let b = budget(0.25, 1);
+        let granted = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for i in 0..2_000 {
+                        if i % 2 == 0 {
+                            b.deposit();
+                        } else if b.try_withdraw() {
+                            granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        // 8 000 deposits × 0.25 + 1/s × 10 s of floor; the run takes well
+        // under the ttl, so nothing expires.
+        let granted = granted.into_inner();
+        assert!(granted <= 2_000 + 10, "{granted}");
+        assert!(
+            granted >= 1_900,
+            "retries were refused that the budget allowed: {granted}"
+        );
+    }
+
     proptest! {
         /// Under any interleaving of deposits, withdrawals and time steps,
         /// the retries granted in any stretch of 9 s (ttl less one slot, so
