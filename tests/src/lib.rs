@@ -4,6 +4,8 @@
 //!   binaries (standard library only; `cargo xtask test` uses it too).
 //! - [`services`] (feature `clients`, on by default): the service URLs a
 //!   test should use, and one isolated database or key prefix per test.
+//! - [`upstream`] (feature `clients`): a local HTTP upstream with fault
+//!   injection, on 127.0.0.1.
 //!
 //! Real-service tests read `DATABASE_URL` and `REDIS_URL`. `cargo xtask test`
 //! sets them to servers it provisions; set them yourself to use your own (a
@@ -13,3 +15,5 @@
 pub mod provision;
 #[cfg(feature = "clients")]
 pub mod services;
+#[cfg(feature = "clients")]
+pub mod upstream;

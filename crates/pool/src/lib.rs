@@ -5,6 +5,7 @@
 //!   every backend, from fields, a URL, or the design's variables.
 //! - [`SqlPool`] (`sql.rs`): PostgreSQL and SQLite on sqlx.
 //! - [`RedisPool`] (`redis.rs`): Redis on fred.
+//! - [`HttpPool`] (`http/`): outbound HTTP on hyper-util and rustls.
 //! - [`Pools`] (`registry.rs`): pools by name; [`PoolStats`] (`stats.rs`).
 //! - [`Secret`] (`secret.rs`): values that never format.
 //!
@@ -14,6 +15,7 @@
 mod config;
 mod env;
 mod error;
+mod http;
 mod redis;
 mod registry;
 mod secret;
@@ -23,6 +25,7 @@ mod stats;
 pub use config::{ConnectionConfig, Kind, RedisTopology, TlsConfig, TlsMode, kind_of_url};
 pub use env::{boolean, seconds};
 pub use error::{ConnectError, Error, Result, redis_class, sqlx_class};
+pub use http::{HttpPermit, HttpPool, HttpPoolConfig, SendError};
 pub use redis::RedisPool;
 pub use registry::{AnyPool, Pools};
 pub use secret::{Secret, redact_url};

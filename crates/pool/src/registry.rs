@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use crate::http::HttpPool;
 use crate::redis::RedisPool;
 use crate::sql::SqlPool;
 use crate::stats::PoolStats;
@@ -15,6 +16,8 @@ pub enum AnyPool {
     Sql(SqlPool),
     /// Redis.
     Redis(RedisPool),
+    /// An HTTP upstream.
+    Http(HttpPool),
 }
 
 impl AnyPool {
@@ -23,14 +26,16 @@ impl AnyPool {
         match self {
             AnyPool::Sql(p) => p.stats(),
             AnyPool::Redis(p) => p.stats(),
+            AnyPool::Http(p) => p.stats(),
         }
     }
 
-    /// A health check.
+    /// A health check (HTTP pools have none of their own: always Ok).
     pub async fn ping(&self) -> crate::Result<()> {
         match self {
             AnyPool::Sql(p) => p.ping().await,
             AnyPool::Redis(p) => p.ping().await,
+            AnyPool::Http(_) => Ok(()),
         }
     }
 
@@ -39,6 +44,7 @@ impl AnyPool {
         match self {
             AnyPool::Sql(p) => p.close().await,
             AnyPool::Redis(p) => p.close().await,
+            AnyPool::Http(_) => {}
         }
     }
 }

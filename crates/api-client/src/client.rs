@@ -1,0 +1,372 @@
+//! [`ApiClient`]: requests to one upstream under its resilience policy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+use sluice_metrics::{ConnectionMetrics, OpKind, Registry, ResilienceMetrics};
+use sluice_pool::{HttpPool, HttpPoolConfig};
+use sluice_retry::{
+    BudgetConfig, CircuitBreaker, CircuitState, Failure, GiveUp, Policy, RetryBudget, RetryError,
+};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::error::{ApiError, Result};
+use crate::path::ApiPath;
+use crate::request::{ApiRequest, ApiResponse};
+
+/// The default process-wide cap on upstream requests in flight (the
+/// design's `IO_MAX_CONCURRENT_REQUESTS`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+
+/// A client of one named upstream. Clones share everything: connections,
+/// breaker, budget, in-flight limit and coalescing.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: Arc<str>,
+    origin_and_base: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    pool: HttpPool,
+    limiter: Arc<Semaphore>,
+    retrying: Policy,
+    once: Policy,
+    breaker: CircuitBreaker,
+    budget: RetryBudget,
+    resilience: ResilienceMetrics,
+    pub(crate) config: UpstreamConfig,
+    pub(crate) metrics: ConnectionMetrics,
+    in_flight: Mutex<HashMap<String, Arc<OnceCell<Result<ApiResponse>>>>>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers are left out: their values are secrets.
+        f.debug_struct("ApiClient")
+            .field("name", &self.inner.name)
+            .field("base_url", &self.inner.config.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+impl ApiClient {
+    /// A client with its own in-flight limit of [`DEFAULT_MAX_IN_FLIGHT`].
+    pub fn new(config: UpstreamConfig) -> std::result::Result<Self, ConfigError> {
+        Self::with_limiter(
+            config,
+            Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            Registry::global(),
+        )
+    }
+
+    /// A client whose requests share `limiter` with every other client
+    /// given it: pass one semaphore of `IO_MAX_CONCURRENT_REQUESTS` permits
+    /// to all clients of a process, and ten concurrent batches cannot
+    /// multiply the load. Records into `registry`.
+    pub fn with_limiter(
+        config: UpstreamConfig,
+        limiter: Arc<Semaphore>,
+        registry: &Registry,
+    ) -> std::result::Result<Self, ConfigError> {
+        config.validate_headers()?;
+        let mut headers = Vec::with_capacity(config.headers.len());
+        for (name, value) in &config.headers {
+            let name = HeaderName::try_from(name.as_str()).map_err(|e| invalid("headers", e))?;
+            let mut value = HeaderValue::try_from(value.expose().as_str())
+                .map_err(|e| invalid("headers", e))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        let pool = HttpPool::new(&HttpPoolConfig {
+            name: config.name.clone(),
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+            connect_timeout: config.timeout,
+            tls_verify: config.ssl_verify,
+            ca_file: config.ca_file.clone(),
+        })
+        .map_err(|e| invalid("pool", e))?;
+        let resilience = ResilienceMetrics::new(&config.name);
+        let breaker = CircuitBreaker::with_metrics(config.breaker, resilience.clone())
+            .map_err(|e| invalid("breaker", e))?;
+        let budget =
+            RetryBudget::try_new(BudgetConfig::default()).map_err(|e| invalid("budget", e))?;
+        let policy = |attempts: u32, deadline: Duration| {
+            Policy::builder()
+                .attempts(attempts)
+                .base_delay(config.retry_delay)
+                .attempt_timeout(config.timeout)
+                .deadline(deadline)
+                .shared_breaker(breaker.clone())
+                .shared_budget(budget.clone())
+                .metrics(resilience.clone())
+                .build()
+                .map_err(|e| invalid("retry", e))
+        };
+        let retrying = policy(config.retry_attempts.max(1), config.deadline)?;
+        let once = policy(1, config.deadline)?;
+        let origin_and_base = config.base_url.as_str().trim_end_matches('/').to_owned();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: Arc::from(config.name.as_str()),
+                origin_and_base,
+                headers,
+                pool,
+                limiter,
+                retrying,
+                once,
+                breaker,
+                budget,
+                metrics: registry.connection(sluice_metrics::Backend::Http, &config.name),
+                resilience,
+                config,
+                in_flight: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.inner.config
+    }
+
+    /// The breaker's state: `closed`, `open` or `half_open`.
+    pub fn circuit(&self) -> CircuitState {
+        self.inner.breaker.state()
+    }
+
+    /// The connection pool's stats.
+    pub fn pool_stats(&self) -> sluice_pool::PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Sends `request` under the upstream's policy. Idempotent requests are
+    /// retried on transient failures (connect errors, timeouts, 429, 502,
+    /// 503, 504), honouring `Retry-After`, within the call's deadline.
+    /// Identical concurrent GETs share one upstream call.
+    ///
+    /// Returns the upstream's answer for any status except a transient one
+    /// that outlasted the retries, which is [`ApiError::Status`].
+    pub async fn request(&self, request: ApiRequest) -> Result<ApiResponse> {
+        match request.coalescing_key() {
+            Some(key) => self.coalesced(key, request).await,
+            None => self.call(request).await,
+        }
+    }
+
+    /// GETs `path` and decodes a 2xx JSON body as `T`; any other status is
+    /// [`ApiError::Status`].
+    pub async fn get_json<T: DeserializeOwned>(&self, path: ApiPath) -> Result<T> {
+        let response = self.request(ApiRequest::get(path)).await?;
+        if !response.is_success() {
+            return Err(ApiError::Status {
+                upstream: self.inner.name.clone(),
+                status: response.status,
+                retry_after: None,
+            });
+        }
+        response.json()
+    }
+
+    async fn coalesced(&self, key: String, request: ApiRequest) -> Result<ApiResponse> {
+        let cell = {
+            let mut map = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            map.entry(key.clone()).or_default().clone()
+        };
+        // If the caller running the call is cancelled, the next waiter runs it.
+        let result = cell.get_or_init(|| self.call(request)).await.clone();
+        let mut map = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map
+            .get(&key)
+            .is_some_and(|current| Arc::ptr_eq(current, &cell))
+        {
+            map.remove(&key);
+        }
+        result
+    }
+
+    async fn call(&self, request: ApiRequest) -> Result<ApiResponse> {
+        let custom;
+        let policy = match request.timeout {
+            Some(deadline) => {
+                custom = Policy::builder()
+                    .attempts(if request.idempotent {
+                        self.inner.config.retry_attempts.max(1)
+                    } else {
+                        1
+                    })
+                    .base_delay(self.inner.config.retry_delay)
+                    .attempt_timeout(self.inner.config.timeout.min(deadline))
+                    .deadline(deadline)
+                    .shared_breaker(self.inner.breaker.clone())
+                    .shared_budget(self.inner.budget.clone())
+                    .metrics(self.inner.resilience.clone())
+                    .build()
+                    .map_err(|e| ApiError::InvalidRequest {
+                        upstream: self.inner.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                &custom
+            }
+            None if request.idempotent => &self.inner.retrying,
+            None => &self.inner.once,
+        };
+        policy
+            .run(|_| self.attempt(&request))
+            .await
+            .map_err(|e| self.give_up(e))
+    }
+
+    fn give_up(&self, error: RetryError<ApiError>) -> ApiError {
+        let upstream = self.inner.name.clone();
+        if error.reason() == GiveUp::CircuitOpen && error.attempts() == 0 {
+            return ApiError::CircuitOpen {
+                upstream,
+                retry_after: error.retry_after().unwrap_or_default(),
+            };
+        }
+        match error.last() {
+            Some(Failure::Timeout(after)) => ApiError::Timeout {
+                upstream,
+                after: *after,
+            },
+            Some(Failure::Error(e)) => e.clone(),
+            None => ApiError::CircuitOpen {
+                upstream,
+                retry_after: error.retry_after().unwrap_or_default(),
+            },
+        }
+    }
+
+    fn build(&self, request: &ApiRequest) -> Result<Request<Full<Bytes>>> {
+        let invalid = |reason: String| ApiError::InvalidRequest {
+            upstream: self.inner.name.clone(),
+            reason,
+        };
+        let uri = format!("{}{}", self.inner.origin_and_base, request.target());
+        let mut builder = Request::builder().method(request.method.clone()).uri(uri);
+        for (name, value) in &self.inner.headers {
+            builder = builder.header(name, value);
+        }
+        for (name, value) in &request.headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| invalid(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| invalid(format!("invalid value for header {name}")))?;
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(Full::new(request.body.clone().unwrap_or_default()))
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse> {
+        let http_request = self.build(request)?;
+        // The semaphore is never closed; acquiring only waits.
+        let _slot = self.inner.limiter.acquire().await.ok();
+        let started = Instant::now();
+        let kind = if matches!(request.method, Method::GET | Method::HEAD) {
+            OpKind::Read
+        } else {
+            OpKind::Write
+        };
+        let outcome = self.exchange(http_request).await;
+        let status = outcome.as_ref().ok().map(|r| r.status);
+        self.inner
+            .metrics
+            .record_http(kind, request.method.as_str(), status, started.elapsed());
+        let response = outcome?;
+        if matches!(response.status, 429 | 502 | 503 | 504) {
+            let retry_after = response
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(sluice_retry::parse_retry_after);
+            return Err(ApiError::Status {
+                upstream: self.inner.name.clone(),
+                status: response.status,
+                retry_after,
+            });
+        }
+        Ok(response)
+    }
+
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<ApiResponse> {
+        let upstream = &self.inner.name;
+        let limit = self.inner.config.max_body_bytes;
+        let (response, permit) = self.inner.pool.send(request).await.map_err(|e| {
+            if e.connect {
+                ApiError::Connect {
+                    upstream: upstream.clone(),
+                    source: Arc::new(e),
+                }
+            } else {
+                ApiError::Transport {
+                    upstream: upstream.clone(),
+                    source: Arc::new(e),
+                }
+            }
+        })?;
+        let (parts, body) = response.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::BodyTooLarge {
+                upstream: upstream.clone(),
+                limit,
+            });
+        }
+        let body = Limited::new(body, limit).collect().await.map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::BodyTooLarge {
+                    upstream: upstream.clone(),
+                    limit,
+                }
+            } else {
+                ApiError::Transport {
+                    upstream: upstream.clone(),
+                    source: Arc::from(e),
+                }
+            }
+        })?;
+        drop(permit);
+        Ok(ApiResponse {
+            upstream: upstream.clone(),
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body.to_bytes(),
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! [`HttpPool`]: pooled outbound HTTP/1.1 and HTTP/2 connections to one
+//! upstream, on hyper-util's client with rustls.
+
+mod counted;
+mod tls;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use sluice_metrics::PoolMetrics;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::stats::PoolStats;
+use counted::Counting;
+
+/// Settings of an [`HttpPool`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPoolConfig {
+    /// The upstream's name: labels metrics and errors.
+    pub name: String,
+    /// Most requests (and so connections) in flight to the upstream at
+    /// once; further callers wait. Default 100.
+    pub max_connections: u32,
+    /// Idle connections are closed after this long. Keep it below the
+    /// upstream's keep-alive timeout, or a reused connection may be closed
+    /// under a request. Default 20 s.
+    pub idle_timeout: Duration,
+    /// Time allowed to open a TCP connection. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Verify the upstream's certificate. Default true; false is the
+    /// design's `SSL_VERIFY=false`, for test rigs only.
+    pub tls_verify: bool,
+    /// A PEM file of CA certificates to trust instead of the bundled
+    /// Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HttpPoolConfig {
+    /// Defaults for the upstream `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            max_connections: 100,
+            idle_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            tls_verify: true,
+            ca_file: None,
+        }
+    }
+}
+
+type Connector = HttpsConnector<Counting<HttpConnector>>;
+
+/// Pooled connections to one upstream, HTTP/1.1 with keep-alive and HTTP/2
+/// where the upstream offers it (ALPN). Clones share the pool.
+#[derive(Clone)]
+pub struct HttpPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    client: Client<Connector, Full<Bytes>>,
+    permits: Arc<Semaphore>,
+    max: u32,
+    open: Arc<AtomicU32>,
+    waiting: AtomicU32,
+    metrics: PoolMetrics,
+}
+
+impl std::fmt::Debug for HttpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpPool")
+            .field("name", &self.inner.name)
+            .field("max", &self.inner.max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request failed before any response arrived.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", if *connect { "cannot connect to the upstream" } else { "the upstream connection failed" })]
+pub struct SendError {
+    /// Whether it failed while connecting (nothing was sent).
+    pub connect: bool,
+    #[source]
+    source: hyper_util::client::legacy::Error,
+}
+
+/// Holds one of the pool's request slots until the response body has been
+/// read; drop it then.
+#[derive(Debug)]
+pub struct HttpPermit {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HttpPool {
+    /// Builds the pool. Connections open on first use, so an upstream that
+    /// is down at start-up does not stop the caller from starting.
+    pub fn new(config: &HttpPoolConfig) -> Result<Self> {
+        if config.max_connections == 0 {
+            return Err(Error::config("max_connections", "must be at least 1"));
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let open = Arc::new(AtomicU32::new(0));
+        let tls = tls::client_config(config.tls_verify, config.ca_file.as_deref())?;
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(Counting {
+                inner: http,
+                open: open.clone(),
+            });
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_connections as usize)
+            .build(connector);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: config.name.clone(),
+                client,
+                permits: Arc::new(Semaphore::new(config.max_connections as usize)),
+                max: config.max_connections,
+                open,
+                waiting: AtomicU32::new(0),
+                metrics: PoolMetrics::new(&config.name),
+            }),
+        })
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Sends a request once (no retries: those are the caller's policy),
+    /// waiting for a free slot first. Keep the permit until the body is read.
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> std::result::Result<(Response<Incoming>, HttpPermit), SendError> {
+        let inner = &self.inner;
+        inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let permit = inner.permits.clone().acquire_owned().await;
+        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        inner.metrics.waited(started.elapsed());
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = HttpPermit {
+            _permit: permit
+                .unwrap_or_else(|_| unreachable!("the pool's semaphore is never closed")),
+        };
+        match inner.client.request(request).await {
+            Ok(response) => Ok((response, permit)),
+            Err(source) => {
+                let connect = source.is_connect();
+                if connect {
+                    inner.metrics.connected(false);
+                }
+                Err(SendError { connect, source })
+            }
+        }
+    }
+
+    /// Open connections (`size`), requests in flight (`in_use`), idle
+    /// connections (`size - in_use`, floored at 0: an HTTP/2 connection
+    /// carries several requests), the limit and the waiting callers.
+    pub fn stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        let in_use = inner.max
+            - u32::try_from(inner.permits.available_permits())
+                .unwrap_or(inner.max)
+                .min(inner.max);
+        let size = inner.open.load(Ordering::Relaxed);
+        let stats = PoolStats {
+            size,
+            idle: size.saturating_sub(in_use),
+            in_use,
+            max: inner.max,
+            waiting: inner.waiting.load(Ordering::Relaxed),
+        };
+        inner
+            .metrics
+            .sizes(stats.idle, stats.in_use, stats.max, stats.waiting);
+        stats
+    }
+}

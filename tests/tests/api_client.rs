@@ -1,0 +1,389 @@
+//! sluice-api-client against a local fault-injecting upstream on 127.0.0.1.
+
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sluice_api_client::{
+    ApiClient, ApiError, ApiPath, ApiRequest, BreakerConfig, CircuitState, Method, UpstreamConfig,
+    Window,
+};
+use sluice_metrics::Registry;
+use sluice_pool::Secret;
+use sluice_tests::upstream::Upstream;
+use tokio::sync::Semaphore;
+
+fn config(upstream: &Upstream) -> UpstreamConfig {
+    let mut c = UpstreamConfig::new("test_upstream", &upstream.base_url()).unwrap();
+    c.retry_delay = Duration::from_millis(10);
+    c.timeout = Duration::from_secs(2);
+    c.deadline = Duration::from_secs(5);
+    c
+}
+
+fn client(config: UpstreamConfig) -> ApiClient {
+    ApiClient::with_limiter(config, Arc::new(Semaphore::new(100)), &Registry::new()).unwrap()
+}
+
+fn path(parts: &[&str]) -> ApiPath {
+    parts.iter().fold(ApiPath::new(), |p, s| p.push(s))
+}
+
+#[tokio::test]
+async fn retries_only_transient_failures_of_idempotent_requests() {
+    let upstream = Upstream::start().await.unwrap();
+    let api = client(config(&upstream));
+    // GET 503: retried to the 3 attempts, then a Status error.
+    let err = api
+        .request(ApiRequest::get(path(&["status", "503"])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    assert_eq!(upstream.state.hits("/status/503"), 3);
+    // Permanent statuses are answered at once: no retry.
+    for code in ["404", "500", "400"] {
+        let response = api
+            .request(ApiRequest::get(path(&["status", code])))
+            .await
+            .unwrap();
+        assert_eq!(response.status.to_string(), code);
+        assert_eq!(upstream.state.hits(&format!("/status/{code}")), 1, "{code}");
+    }
+    // POST is not idempotent: sent once.
+    upstream.state.reset_counts();
+    let err = api
+        .request(ApiRequest::new(Method::POST, path(&["status", "502"])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(502));
+    assert_eq!(upstream.state.hits("/status/502"), 1);
+    // …unless the caller marks it idempotent.
+    api.request(ApiRequest::new(Method::POST, path(&["status", "502"])).idempotent())
+        .await
+        .unwrap_err();
+    assert_eq!(upstream.state.hits("/status/502"), 4);
+    // A connection reset is transient too.
+    let err = api
+        .request(ApiRequest::get(path(&["reset"])))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::Transport { .. }), "{err:?}");
+    assert_eq!(upstream.state.hits("/reset"), 3);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_within_the_deadline() {
+    let upstream = Upstream::start().await.unwrap();
+    let mut c = config(&upstream);
+    c.retry_attempts = 2;
+    let api = client(c);
+    let started = Instant::now();
+    api.request(ApiRequest::get(path(&["status", "429"])).query("retry_after", "1"))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(upstream.state.hits("/status/429"), 2);
+    // With a 500 ms deadline a 1 s Retry-After cannot fit: no second attempt.
+    upstream.state.reset_counts();
+    let started = Instant::now();
+    let err = api
+        .request(
+            ApiRequest::get(path(&["status", "503"]))
+                .query("retry_after", "1")
+                .timeout(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    assert_eq!(upstream.state.hits("/status/503"), 1);
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn the_deadline_covers_every_attempt() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(300, Ordering::SeqCst);
+    let mut c = config(&upstream);
+    c.timeout = Duration::from_millis(200);
+    c.deadline = Duration::from_millis(500);
+    let api = client(c);
+    let started = Instant::now();
+    let err = api
+        .request(ApiRequest::get(path(&["data", "slow"])))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(upstream.state.hits("/data/slow") <= 2);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_in_an_outage_answers_at_once_and_closes_after() {
+    let upstream = Upstream::start().await.unwrap();
+    let mut c = config(&upstream);
+    c.retry_attempts = 1;
+    c.breaker = BreakerConfig {
+        window: Window::Count(10),
+        min_calls: 5,
+        open_interval: Duration::from_millis(500),
+        half_open_probes: 1,
+        ..BreakerConfig::default()
+    };
+    let api = client(c);
+    upstream.state.down.store(true, Ordering::SeqCst);
+    let mut open_answers = 0;
+    for i in 0..30 {
+        let started = Instant::now();
+        match api
+            .request(ApiRequest::get(path(&["data", &i.to_string()])))
+            .await
+        {
+            Err(ApiError::CircuitOpen { retry_after, .. }) => {
+                open_answers += 1;
+                assert!(retry_after <= Duration::from_millis(500));
+                assert!(
+                    started.elapsed() < Duration::from_millis(50),
+                    "{:?}",
+                    started.elapsed()
+                );
+            }
+            Err(ApiError::Status { status: 503, .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        open_answers, 25,
+        "5 calls open the breaker, the rest are rejected"
+    );
+    assert_eq!(upstream.state.requests.load(Ordering::SeqCst), 5);
+    assert_eq!(api.circuit(), CircuitState::Open);
+    upstream.state.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let body: serde_json::Value = api.get_json(path(&["data", "back"])).await.unwrap();
+    assert_eq!(body["id"], "back");
+    assert_eq!(api.circuit(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn a_batch_of_a_thousand_never_exceeds_the_in_flight_cap() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(20, Ordering::SeqCst);
+    let api = client(config(&upstream));
+    let requests: Vec<ApiRequest> = (0..1000)
+        .map(|i| ApiRequest::get(path(&["data", &format!("id{i}")])))
+        .collect();
+    let results = api.batch(requests, None).await;
+    assert_eq!(results.len(), 1000);
+    for (i, result) in results.iter().enumerate() {
+        let body: serde_json::Value = result.as_ref().unwrap().json().unwrap();
+        assert_eq!(
+            body["id"],
+            format!("id{i}"),
+            "results come back in input order"
+        );
+    }
+    let max = upstream.state.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 100, "{max} requests in flight at once");
+    assert!(
+        max >= 50,
+        "the batch should use the cap, not run serially: {max}"
+    );
+    assert_eq!(upstream.state.requests.load(Ordering::SeqCst), 1000);
+}
+
+#[tokio::test]
+async fn concurrent_batches_share_one_cap() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(10, Ordering::SeqCst);
+    let limiter = Arc::new(Semaphore::new(20));
+    let api = ApiClient::with_limiter(config(&upstream), limiter, &Registry::new()).unwrap();
+    let batches: Vec<_> = (0..10)
+        .map(|b| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let requests = (0..50)
+                    .map(|i| ApiRequest::get(path(&["data", &format!("b{b}-{i}")])))
+                    .collect();
+                api.batch(requests, None).await
+            })
+        })
+        .collect();
+    for batch in batches {
+        assert!(batch.await.unwrap().iter().all(Result::is_ok));
+    }
+    assert!(upstream.state.max_in_flight.load(Ordering::SeqCst) <= 20);
+}
+
+#[tokio::test]
+async fn a_batch_with_mixed_failures_returns_every_item_in_order() {
+    let upstream = Upstream::start().await.unwrap();
+    let mut c = config(&upstream);
+    c.retry_attempts = 1;
+    let api = client(c);
+    let requests = vec![
+        ApiRequest::get(path(&["data", "a"])),
+        ApiRequest::get(path(&["status", "404"])),
+        ApiRequest::get(path(&["data", "b"])),
+        ApiRequest::get(path(&["status", "503"])),
+        ApiRequest::get(path(&["reset"])),
+        ApiRequest::get(path(&["data", "a"])),
+    ];
+    let results = api.batch(requests, None).await;
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0].as_ref().unwrap().status, 200);
+    assert_eq!(results[1].as_ref().unwrap().status, 404);
+    assert_eq!(
+        results[2]
+            .as_ref()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .unwrap()["id"],
+        "b"
+    );
+    assert_eq!(results[3].as_ref().unwrap_err().status(), Some(503));
+    assert!(matches!(results[4], Err(ApiError::Transport { .. })));
+    assert_eq!(results[5].as_ref().unwrap().status, 200);
+    assert_eq!(
+        upstream.state.hits("/data/a"),
+        1,
+        "a repeated id is fetched once"
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_identical_concurrent_gets_make_one_upstream_call() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(100, Ordering::SeqCst);
+    let api = client(config(&upstream));
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                api.get_json::<serde_json::Value>(path(&["data", "same"]))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap()["id"], "same");
+    }
+    assert_eq!(upstream.state.hits("/data/same"), 1);
+    // Afterwards a new call goes upstream again (results are not cached).
+    api.get_json::<serde_json::Value>(path(&["data", "same"]))
+        .await
+        .unwrap();
+    assert_eq!(upstream.state.hits("/data/same"), 2);
+}
+
+#[tokio::test]
+async fn hostile_path_segments_never_reach_another_path() {
+    let upstream = Upstream::start().await.unwrap();
+    let api = client(config(&upstream));
+    for id in [
+        "../x",
+        "a/b",
+        "%2F",
+        "..",
+        ".",
+        "a?b=c#d",
+        "ctl\n\r\t\u{0}",
+        "../../status/500",
+    ] {
+        let body: serde_json::Value = api.get_json(path(&["echo", id])).await.unwrap();
+        let received = body["path"].as_str().unwrap();
+        assert!(received.starts_with("/echo/"), "{id:?} reached {received}");
+        assert_eq!(
+            received.matches('/').count(),
+            2,
+            "{id:?} reached {received}"
+        );
+        assert_eq!(body["query"], "", "{id:?}");
+    }
+    let hits = upstream.state.all_hits();
+    assert!(hits.keys().all(|p| p.starts_with("/echo/")), "{hits:?}");
+}
+
+#[tokio::test]
+async fn bodies_are_checked_not_trusted() {
+    let upstream = Upstream::start().await.unwrap();
+    let mut c = config(&upstream);
+    c.max_body_bytes = 1024;
+    c.retry_attempts = 1;
+    c.timeout = Duration::from_millis(300);
+    let api = client(c);
+    let err = api
+        .get_json::<serde_json::Value>(path(&["invalid-json"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::InvalidJson { .. }), "{err:?}");
+    let err = api
+        .get_json::<serde_json::Value>(path(&["text"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("text/plain"), "{err}");
+    for route in ["big", "big-chunked"] {
+        let err = api
+            .request(ApiRequest::get(path(&[route, "5000"])))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::BodyTooLarge { limit: 1024, .. }),
+            "{route}: {err:?}"
+        );
+    }
+    assert!(
+        api.request(ApiRequest::get(path(&["big", "100"])))
+            .await
+            .is_ok()
+    );
+    let err = api
+        .request(ApiRequest::get(path(&["slow-body", "2000"])))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+}
+
+#[tokio::test]
+async fn default_headers_are_sent_and_never_shown() {
+    let upstream = Upstream::start().await.unwrap();
+    let mut c = config(&upstream);
+    c.headers.push((
+        "authorization".into(),
+        Secret::new("Bearer tok-hunter2".into()),
+    ));
+    let api = client(c.clone());
+    let body: serde_json::Value = api.get_json(path(&["echo", "auth"])).await.unwrap();
+    assert_eq!(body["authorization"], "Bearer tok-hunter2");
+    let shown = format!("{api:?} {c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let err = api
+        .request(ApiRequest::get(path(&["status", "503"])))
+        .await
+        .unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_connect_error() {
+    let port = sluice_tests::provision::free_port().unwrap();
+    let mut c = UpstreamConfig::new("gone", &format!("http://127.0.0.1:{port}")).unwrap();
+    c.retry_delay = Duration::from_millis(10);
+    let api = client(c);
+    let err = api
+        .request(ApiRequest::get(path(&["data", "x"])))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::Connect { .. }), "{err:?}");
+    assert!(api.pool_stats().max == 100);
+}
