@@ -231,10 +231,10 @@ async fn handle(
         ["status", code] => {
             let code: u16 = code.parse().unwrap_or(500);
             let mut r = json(code, serde_json::json!({"status": code}));
-            if let Some(after) = query.strip_prefix("retry_after=") {
-                if let Ok(value) = hyper::header::HeaderValue::from_str(after) {
-                    r.headers_mut().insert("retry-after", value);
-                }
+            if let Some(after) = query.strip_prefix("retry_after=")
+                && let Ok(value) = hyper::header::HeaderValue::from_str(after)
+            {
+                r.headers_mut().insert("retry-after", value);
             }
             r
         }

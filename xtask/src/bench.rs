@@ -7,7 +7,7 @@ const CRITERION_ARGS: [&str; 5] = ["--", "--warm-up-time", "1", "--measurement-t
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let which: Vec<&str> = if args.is_empty() {
-        vec!["metrics", "retry", "db"]
+        vec!["metrics", "retry", "db", "api-client"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -16,7 +16,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "metrics" => metrics()?,
             "retry" => retry()?,
             "db" => db()?,
-            other => bail!("unknown benchmark `{other}`; known: metrics, retry, db"),
+            "api-client" => api_client()?,
+            other => bail!("unknown benchmark `{other}`; known: metrics, retry, db, api-client"),
         }
     }
     Ok(())
@@ -65,5 +66,14 @@ fn db() -> Result<()> {
             .args(["bench", "-p", "sluice-db", "--bench", "point_select"])
             .args(CRITERION_ARGS)
             .env("DATABASE_URL", &services.database_url),
+    )
+}
+
+/// sluice-api-client vs bare hyper-util on a local upstream, and batch wall
+/// time vs its floor.
+fn api_client() -> Result<()> {
+    crate::run_step(
+        "api-client throughput and batch",
+        crate::cargo().args(["bench", "-p", "sluice-tests", "--bench", "api_client"]),
     )
 }

@@ -25,7 +25,8 @@ commands:
   layers             check that crate dependencies only point down the layers
   bench [NAME…]      benchmarks quoted in the docs: `metrics` (recording
                      cost), `retry` (outage simulation + policy overhead),
-                     `db` (sluice-db vs sqlx on a provisioned PostgreSQL)
+                     `db` (sluice-db vs sqlx on a provisioned PostgreSQL),
+                     `api-client` (vs bare hyper-util; batch vs its floor)
 ";
 
 fn main() -> Result<()> {
