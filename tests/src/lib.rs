@@ -4,6 +4,7 @@
 //!   binaries (standard library only; `cargo xtask test` uses it too).
 //! - [`services`] (feature `clients`, on by default): the service URLs a
 //!   test should use, and one isolated database or key prefix per test.
+//! - [`client`] (feature `clients`): an HTTP client for black-box tests.
 //! - [`upstream`] (feature `clients`): a local HTTP upstream with fault
 //!   injection, on 127.0.0.1.
 //!
@@ -12,6 +13,8 @@
 //! URL whose user may `CREATE DATABASE`). When they are missing a test fails
 //! with the command to run: it never passes by skipping.
 
+#[cfg(feature = "clients")]
+pub mod client;
 pub mod provision;
 #[cfg(feature = "clients")]
 pub mod services;

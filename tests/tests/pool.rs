@@ -169,13 +169,10 @@ async fn an_unreachable_server_fails_once_naming_the_connection_without_secrets(
     let started = Instant::now();
     let err = SqlPool::open(&config).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
-    let text = format!("{err} {err:?} {config:?}");
-    assert!(
-        err.to_string()
-            .starts_with("cannot connect orders (postgresql)"),
-        "{err}"
-    );
-    assert!(err.to_string().contains("after 2 attempts"), "{err}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    let text = format!("{err} {cause} {err:?} {config:?}");
+    assert_eq!(err.to_string(), "cannot connect orders (postgresql)");
+    assert!(cause.contains("after 2 attempts"), "{cause}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(err.is_unavailable());
 }
@@ -267,11 +264,7 @@ async fn redis_unreachable_fails_with_the_connection_name() {
         "{:?}",
         started.elapsed()
     );
-    assert!(
-        err.to_string()
-            .starts_with("cannot connect sessions (redis)"),
-        "{err}"
-    );
+    assert_eq!(err.to_string(), "cannot connect sessions (redis)");
     assert!(!format!("{err} {err:?}").contains("hunter2"));
 }
 

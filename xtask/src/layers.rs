@@ -72,6 +72,10 @@ fn check(metadata: &Value) -> Result<Vec<String>> {
             if !members.contains(&dep_name) {
                 continue;
             }
+            // A crate's own tests may use the shared test helpers.
+            if dep["kind"].as_str() == Some("dev") && dep_name == "sluice-tests" {
+                continue;
+            }
             match layer(dep_name).flatten() {
                 Some(to) if to < from => {}
                 Some(to) => violations.push(format!(
@@ -123,6 +127,18 @@ mod tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("sluice-metrics (layer 0) -> sluice-retry (layer 1): upwards"));
         assert!(v[1].contains("sluice-db (layer 3) -> sluice-api-client (layer 3): sideways"));
+    }
+
+    #[test]
+    fn tests_may_use_the_test_helpers_as_a_dev_dependency_only() {
+        let m = json!({"packages": [
+            {"name": "sluice-server", "dependencies": [{"name": "sluice-tests", "kind": "dev"}]},
+            {"name": "sluice-db", "dependencies": [{"name": "sluice-tests", "kind": null}]},
+            {"name": "sluice-tests", "dependencies": []},
+        ]});
+        let v = check(&m).unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].starts_with("sluice-db (layer 3) -> sluice-tests"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub use params::{Params, Value};
 pub use statement::Sql;
 pub use transaction::{Transaction, TxFuture};
 
-/// Derive this on row structs (re-exported from sqlx so callers need no
-/// direct sqlx dependency).
+/// Derive this on row structs. The derive's expansion names `::sqlx`, so a
+/// crate deriving it needs `sqlx` among its own dependencies; tuples such as
+/// `(i64, String)` decode without any derive.
 pub use sqlx::FromRow;

@@ -18,7 +18,7 @@ pub enum Error {
         reason: String,
     },
     /// The pool could not connect after its connect retries.
-    #[error("cannot connect {name} ({backend}): {source}")]
+    #[error("cannot connect {name} ({backend})")]
     Connect {
         /// The connection's configured name.
         name: String,

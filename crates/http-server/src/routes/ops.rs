@@ -1,0 +1,109 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use sluice_metrics::{Backend, ConnectionSnapshot};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub(crate) async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let db = &state.inner.db;
+    match db.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::error_chain(&e), "readiness check failed");
+            let failing = format!("database:{}", db.pool().name());
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "failing": [failing]})),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn operations(connection: Option<&ConnectionSnapshot>) -> Value {
+    connection.map_or_else(|| json!({}), |c| json!(c.operations))
+}
+
+pub(crate) async fn io_metrics(State(state): State<AppState>) -> Response {
+    let inner = &state.inner;
+    let snapshot = inner.registry.snapshot();
+    let pool = inner.db.pool();
+    let backend = pool.kind().metrics_backend();
+    let mut database = BTreeMap::new();
+    database.insert(
+        pool.name().to_owned(),
+        json!({"backend": backend.as_str(), "pool": pool.stats(), "operations": operations(snapshot.connection(backend, pool.name()))}),
+    );
+    let mut cache = BTreeMap::new();
+    if let Some(c) = &inner.cache {
+        let redis = c.pool();
+        let figures = snapshot.connection(Backend::Redis, redis.name());
+        cache.insert(
+            redis.name().to_owned(),
+            json!({
+                "backend": "redis",
+                "pool": redis.stats(),
+                "operations": operations(figures),
+                "hits": figures.map_or(0, |f| f.hits),
+                "misses": figures.map_or(0, |f| f.misses),
+            }),
+        );
+    }
+    let mut api = BTreeMap::new();
+    if let Some(client) = &inner.api {
+        api.insert(
+            client.name().to_owned(),
+            json!({
+                "base_url": sluice_pool::redact_url(client.config().base_url.as_str()),
+                "circuit": client.circuit().as_str(),
+                "pool": client.pool_stats(),
+                "operations": operations(snapshot.connection(Backend::Http, client.name())),
+            }),
+        );
+    }
+    Json(json!({"success": true, "database": database, "cache": cache, "api": api})).into_response()
+}
+
+pub(crate) async fn prometheus(State(state): State<AppState>) -> Response {
+    // Refresh the pool gauges before rendering.
+    let inner = &state.inner;
+    inner.db.pool().stats();
+    if let Some(c) = &inner.cache {
+        c.pool().stats();
+    }
+    if let Some(a) = &inner.api {
+        a.pool_stats();
+    }
+    match &inner.prometheus {
+        Some(handle) => {
+            let mut response = handle.render().into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        None => AppError::not_found("metrics exposition is not enabled").into_response(),
+    }
+}
+
+pub(crate) async fn openapi() -> Response {
+    let mut response = include_str!("../openapi.json").into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,238 @@
+//! `GET /users/{user_id}` and `POST /users`.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use sluice_db::{DbError, params};
+
+use crate::body;
+use crate::error::{AppError, FieldError};
+use crate::state::AppState;
+
+/// `(id, name, email, bio, created_at)`: a tuple decodes without a derive.
+type UserRow = (i64, String, String, String, DateTime<Utc>);
+
+/// A user as the API shows it (and as the cache stores it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct User {
+    id: i64,
+    name: String,
+    email: String,
+    bio: String,
+    created_at: String,
+}
+
+impl From<UserRow> for User {
+    fn from((id, name, email, bio, created_at): UserRow) -> Self {
+        Self {
+            id,
+            name,
+            email,
+            bio,
+            created_at: created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        }
+    }
+}
+
+/// A positive integer that fits in i64, else 422.
+fn user_id(raw: &str) -> Result<i64, AppError> {
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(AppError::invalid(vec![FieldError::new(
+            "user_id",
+            "must be a positive integer",
+        )])),
+    }
+}
+
+fn cache_key(id: i64) -> String {
+    format!("user:{id}")
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    let id = user_id(&raw)?;
+    let inner = &state.inner;
+    if let Some(cache) = &inner.cache
+        && let Ok(Some(user)) = cache.get::<User>(&cache_key(id)).await
+    {
+        return Ok(Json(serde_json::json!({"success": true, "data": user})).into_response());
+    }
+    let row: Option<UserRow> = inner
+        .db
+        .query_optional(
+            "SELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at \
+             FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
+            params![id],
+        )
+        .await?;
+    let user = User::from(row.ok_or_else(|| AppError::not_found(format!("user {id} not found")))?);
+    if let Some(cache) = &inner.cache {
+        // A cache failure never fails the request.
+        if let Err(e) = cache
+            .set(&cache_key(id), &user, inner.config.user_cache_ttl)
+            .await
+        {
+            tracing::debug!(error = %e, "user cache write failed");
+        }
+    }
+    Ok(Json(serde_json::json!({"success": true, "data": user})).into_response())
+}
+
+/// The validated fields of a new user.
+#[derive(Debug)]
+struct NewUser {
+    name: String,
+    email: String,
+    bio: String,
+}
+
+fn validate(body: &serde_json::Value) -> Result<NewUser, AppError> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
+    let mut errors = Vec::new();
+    let text = |field: &str, errors: &mut Vec<FieldError>| match object.get(field) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.push(FieldError::new(field, "must be a string"));
+            None
+        }
+    };
+    let name = text("name", &mut errors).map(|n| n.trim().to_owned());
+    match &name {
+        Some(n) if (1..=200).contains(&n.chars().count()) => {}
+        Some(_) => errors.push(FieldError::new(
+            "name",
+            "must be 1 to 200 characters after trimming",
+        )),
+        None if !errors.iter().any(|e| e.field == "name") => {
+            errors.push(FieldError::new("name", "is required"))
+        }
+        None => {}
+    }
+    let email = text("email", &mut errors).map(|e| e.trim().to_lowercase());
+    match &email {
+        Some(e)
+            if e.len() <= 254 && email_address::EmailAddress::is_valid(e) && e.contains('.') => {}
+        Some(_) => errors.push(FieldError::new(
+            "email",
+            "must be a valid email address of at most 254 characters",
+        )),
+        None if !errors.iter().any(|e| e.field == "email") => {
+            errors.push(FieldError::new("email", "is required"))
+        }
+        None => {}
+    }
+    let bio = text("bio", &mut errors).unwrap_or_default();
+    if bio.chars().count() > 10_000 {
+        errors.push(FieldError::new("bio", "must be at most 10000 characters"));
+    }
+    match (name, email) {
+        (Some(name), Some(email)) if errors.is_empty() => Ok(NewUser { name, email, bio }),
+        _ => Err(AppError::invalid(errors)),
+    }
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let user = validate(&body::json(&headers, body)?)?;
+    let NewUser { name, email, bio } = user;
+    let created = state
+        .inner
+        .db
+        .transaction(move |tx| {
+            let (name, email, bio) = (name.clone(), email.clone(), bio.clone());
+            Box::pin(async move {
+                let (id,): (i64,) = tx
+                    .query_one(
+                        "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id",
+                        params![name, email],
+                    )
+                    .await?;
+                tx.execute(
+                    "INSERT INTO profiles (user_id, bio) VALUES ($1, $2)",
+                    params![id, bio],
+                )
+                .await?;
+                Ok(id)
+            })
+        })
+        .await;
+    let id = match created {
+        Ok(id) => id,
+        Err(DbError::Conflict { .. }) => {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "a user with this email already exists",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut response = (
+        StatusCode::CREATED,
+        Json(serde_json::json!({"success": true, "user_id": id})),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/users/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_positive_i64() {
+        assert_eq!(user_id("7").unwrap(), 7);
+        for bad in ["0", "-1", "abc", "9223372036854775808", "1.5", ""] {
+            assert_eq!(
+                user_id(bad).unwrap_err().status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_names_every_bad_field() {
+        let ok = validate(
+            &serde_json::json!({"name": "  Ada ", "email": "Ada@Example.com", "extra": 1}),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.name.as_str(), ok.email.as_str(), ok.bio.as_str()),
+            ("Ada", "ada@example.com", "")
+        );
+        let err =
+            validate(&serde_json::json!({"name": " ", "email": "nope", "bio": 5})).unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            validate(&serde_json::json!([1])).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert!(
+            validate(&serde_json::json!({"name": "a".repeat(201), "email": "a@b.co"})).is_err()
+        );
+        assert!(
+            validate(
+                &serde_json::json!({"name": "a", "email": format!("{}@b.co", "a".repeat(250))})
+            )
+            .is_err()
+        );
+    }
+}

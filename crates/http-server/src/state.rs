@@ -1,0 +1,70 @@
+//! [`AppState`]: everything the handlers use, given to the server whole.
+
+use std::sync::Arc;
+
+use sluice_api_client::ApiClient;
+use sluice_db::{Cache, Database};
+use sluice_metrics::Registry;
+use sluice_metrics::prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+
+use crate::config::ServerConfig;
+
+/// The server's dependencies. Nothing below the binary reads the
+/// environment: the binary builds this and hands it over. Clones share it.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: ServerConfig,
+    pub(crate) db: Database,
+    pub(crate) cache: Option<Cache>,
+    pub(crate) api: Option<ApiClient>,
+    pub(crate) registry: Registry,
+    pub(crate) prometheus: Option<PrometheusHandle>,
+    pub(crate) concurrency: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// State over a database, with no cache, no upstream and no Prometheus.
+    pub fn new(config: ServerConfig, db: Database) -> Self {
+        Self::build(config, db, None, None, Registry::global().clone(), None)
+    }
+
+    /// State with every optional part. `registry` is where the layers below
+    /// record (for `/io-metrics`); `prometheus` renders `/metrics`.
+    pub fn build(
+        config: ServerConfig,
+        db: Database,
+        cache: Option<Cache>,
+        api: Option<ApiClient>,
+        registry: Registry,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Self {
+        let concurrency = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                db,
+                cache,
+                api,
+                registry,
+                prometheus,
+                concurrency,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+}

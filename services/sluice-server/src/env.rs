@@ -1,0 +1,308 @@
+//! The server's configuration from environment variables: the only place
+//! in Sluice that reads them. Parsing goes through a lookup function, so
+//! tests pass a map instead of mutating the process environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sluice_api_client::UpstreamConfig;
+use sluice_http_server::ServerConfig;
+use sluice_pool::{ConnectionConfig, Kind, Secret};
+
+/// A variable that stops start-up: its name and what is wrong (never its
+/// value, which may be a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigError {
+    pub(crate) variable: String,
+    pub(crate) reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid configuration {}: {}",
+            self.variable, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(variable: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Every variable the server reads, for `--help`.
+pub(crate) const VARIABLES: &str = "\
+Environment variables (all optional):
+  SLUICE_BIND                  listen address (default 127.0.0.1:8000)
+  SLUICE_DB_SQLITE_PATH        SQLite file when no PostgreSQL is configured (default sluice.db)
+  DATABASE_URL                 PostgreSQL URL (wins over DB_POSTGRES_*)
+  DB_POSTGRES_HOST, _PORT, _DATABASE, _USERNAME, _PASSWORD, _POOL_SIZE, _TIMEOUT
+                               PostgreSQL by parts; also _SSL, _SSL_CA, _PGBOUNCER, _COMMAND_TIMEOUT
+  REDIS_URL                    Redis URL (wins over REDIS_*); Redis is optional
+  REDIS_HOST, _PORT, _DATABASE, _POOL_SIZE, _TIMEOUT
+                               Redis by parts; also _CLUSTER_NODES, _SENTINEL_SERVICE, _SENTINEL_NODES
+  API_EXTERNAL_BASE_URL        the upstream proxied by /external-data (and any API_<NAME>_* group)
+  API_EXTERNAL_TIMEOUT, _SSL_VERIFY, _TOKEN, _HEADERS, _MAX_CONNECTIONS
+  API_EXTERNAL_CACHE_TTL       seconds to cache upstream answers in Redis (default 0: off)
+  IO_RETRY_ATTEMPTS            attempts for retried I/O (default 3)
+  IO_RETRY_DELAY               base retry delay, seconds (default 1.0)
+  IO_MAX_CONCURRENT_REQUESTS   upstream requests in flight, whole server (default 100)
+  IO_REQUEST_TIMEOUT           seconds a request may take (default 30)
+  IO_MAX_BATCH_SIZE            ids per batch request (default 1000)
+  SLUICE_MAX_BODY_BYTES        request body limit (default 1048576)
+  SLUICE_MAX_CONCURRENCY       requests handled at once before shedding load (default 1024)
+  SLUICE_AUTH_TOKENS           comma-separated bearer tokens (default: no auth)
+  SLUICE_USER_CACHE_TTL        seconds users stay cached in Redis (default 60)
+  SLUICE_SHUTDOWN_GRACE        seconds in-flight requests get on shutdown (default 30)
+  RUST_LOG                     log filter (default info)";
+
+/// Everything start-up needs.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) bind: SocketAddr,
+    pub(crate) database: ConnectionConfig,
+    pub(crate) redis: Option<ConnectionConfig>,
+    pub(crate) upstream: Option<UpstreamConfig>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) server: ServerConfig,
+}
+
+impl Settings {
+    pub(crate) fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let pool_error = |e: sluice_pool::Error| match e {
+            sluice_pool::Error::Config { field, reason } => ConfigError {
+                variable: field,
+                reason,
+            },
+            other => error("database", other.to_string()),
+        };
+        let bind = match get("SLUICE_BIND") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| error("SLUICE_BIND", "expected an address such as 127.0.0.1:8000"))?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
+        };
+        // DATABASE_URL stands in for DB_POSTGRES_URL: a URL wins over parts.
+        let postgres_lookup = |key: &str| match key {
+            "DB_POSTGRES_URL" => get("DATABASE_URL"),
+            other => get(other),
+        };
+        let database = if get("DATABASE_URL").is_some() || get("DB_POSTGRES_HOST").is_some() {
+            let mut c = ConnectionConfig::from_env(
+                "primary",
+                "DB_POSTGRES",
+                Kind::Postgres,
+                postgres_lookup,
+            )
+            .map_err(|e| match e {
+                sluice_pool::Error::Config { field, reason } if field == "DB_POSTGRES_URL" => {
+                    ConfigError {
+                        variable: "DATABASE_URL".into(),
+                        reason,
+                    }
+                }
+                other => pool_error(other),
+            })?;
+            if c.kind != Kind::Postgres {
+                return Err(error("DATABASE_URL", "expected a postgres:// URL"));
+            }
+            c.name = "primary".into();
+            c
+        } else {
+            let mut c = ConnectionConfig::new("primary", Kind::Sqlite);
+            c.database = Some(get("SLUICE_DB_SQLITE_PATH").unwrap_or_else(|| "sluice.db".into()));
+            c
+        };
+        let redis = if get("REDIS_URL").is_some() || get("REDIS_HOST").is_some() {
+            Some(
+                ConnectionConfig::from_env("redis", "REDIS", Kind::Redis, get)
+                    .map_err(pool_error)?,
+            )
+        } else {
+            None
+        };
+        let upstream = UpstreamConfig::from_env("external", get).map_err(|e| ConfigError {
+            variable: e.field,
+            reason: e.reason,
+        })?;
+        let whole = |key: &str, default: usize| -> Result<usize, ConfigError> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| error(key, "expected a whole number greater than 0")),
+            }
+        };
+        let seconds =
+            |key: &str, default: Duration, zero_ok: bool| -> Result<Duration, ConfigError> {
+                match get(key) {
+                    None => Ok(default),
+                    Some(v) if zero_ok && v.parse::<f64>() == Ok(0.0) => Ok(Duration::ZERO),
+                    Some(v) => sluice_pool::seconds(key, &v)
+                        .map_err(|_| error(key, "expected a number of seconds greater than 0")),
+                }
+            };
+        let defaults = ServerConfig::default();
+        let server = ServerConfig {
+            max_body_bytes: whole("SLUICE_MAX_BODY_BYTES", defaults.max_body_bytes)?,
+            request_timeout: seconds("IO_REQUEST_TIMEOUT", defaults.request_timeout, false)?,
+            header_read_timeout: defaults.header_read_timeout,
+            max_concurrency: whole("SLUICE_MAX_CONCURRENCY", defaults.max_concurrency)?,
+            auth_tokens: get("SLUICE_AUTH_TOKENS")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| Secret::new(t.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            user_cache_ttl: seconds("SLUICE_USER_CACHE_TTL", defaults.user_cache_ttl, false)?,
+            external_cache_ttl: seconds(
+                "API_EXTERNAL_CACHE_TTL",
+                defaults.external_cache_ttl,
+                true,
+            )?,
+            max_batch_size: whole("IO_MAX_BATCH_SIZE", defaults.max_batch_size)?,
+            shutdown_grace: seconds("SLUICE_SHUTDOWN_GRACE", defaults.shutdown_grace, false)?,
+        };
+        Ok(Self {
+            bind,
+            database,
+            redis,
+            upstream,
+            max_in_flight: whole("IO_MAX_CONCURRENT_REQUESTS", 100)?,
+            server,
+        })
+    }
+
+    /// One line for the log: where it listens and on what, no secrets.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "listening on http://{} with database {}, cache {}, upstream {}{}",
+            self.bind,
+            self.database.describe(),
+            self.redis
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), ConnectionConfig::describe),
+            self.upstream.as_ref().map_or_else(
+                || "off".to_owned(),
+                |u| sluice_pool::redact_url(u.base_url.as_str())
+            ),
+            if self.server.auth_tokens.is_empty() {
+                ""
+            } else {
+                ", auth on"
+            },
+        )
+    }
+
+    /// The SQLite file in use, if any.
+    #[cfg(test)]
+    pub(crate) fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        (self.database.kind == Kind::Sqlite)
+            .then(|| std::path::PathBuf::from(self.database.database.clone().unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(&move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn nothing_configured_means_sqlite_on_localhost() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.bind, SocketAddr::from(([127, 0, 0, 1], 8000)));
+        assert_eq!(s.sqlite_path(), Some(std::path::PathBuf::from("sluice.db")));
+        assert!(s.redis.is_none() && s.upstream.is_none());
+        assert_eq!(s.max_in_flight, 100);
+    }
+
+    #[test]
+    fn urls_win_and_passwords_stay_out_of_the_description() {
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://ada:hunter2@db:5432/app"),
+            ("DB_POSTGRES_HOST", "ignored"),
+            ("DB_POSTGRES_POOL_SIZE", "20"),
+            ("REDIS_URL", "redis://:hunter2@cache:6379/0"),
+            (
+                "API_EXTERNAL_BASE_URL",
+                "https://user:hunter2@api.example.com",
+            ),
+            ("SLUICE_AUTH_TOKENS", "a, b"),
+        ])
+        .unwrap();
+        assert_eq!(s.database.kind, Kind::Postgres);
+        assert_eq!(s.database.pool_size, 20);
+        assert_eq!(s.server.auth_tokens.len(), 2);
+        let line = s.describe();
+        assert!(!line.contains("hunter2"), "{line}");
+        assert!(
+            line.contains("db:5432/app") && line.contains("auth on"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (key, value, named) in [
+            ("SLUICE_BIND", "localhost", "SLUICE_BIND"),
+            ("DATABASE_URL", "mysql://x/y", "DATABASE_URL"),
+            ("DB_POSTGRES_HOST", "db", "none"),
+            (
+                "IO_MAX_CONCURRENT_REQUESTS",
+                "lots",
+                "IO_MAX_CONCURRENT_REQUESTS",
+            ),
+            ("IO_REQUEST_TIMEOUT", "-3", "IO_REQUEST_TIMEOUT"),
+            ("SLUICE_MAX_BODY_BYTES", "1MB", "SLUICE_MAX_BODY_BYTES"),
+            (
+                "API_EXTERNAL_BASE_URL",
+                "not a url",
+                "API_EXTERNAL_BASE_URL",
+            ),
+            ("REDIS_PORT", "x", "none"),
+        ] {
+            let mut pairs = vec![(key, value)];
+            if named == "none" {
+                // Valid alone; pair it with a broken companion.
+                pairs.push(if key == "DB_POSTGRES_HOST" {
+                    ("DB_POSTGRES_PORT", "99999")
+                } else {
+                    ("REDIS_HOST", "cache")
+                });
+                let err = settings(&pairs).unwrap_err();
+                assert!(err.variable.ends_with("_PORT"), "{err}");
+                continue;
+            }
+            let err = settings(&pairs).unwrap_err();
+            assert_eq!(err.variable, named, "{err}");
+            assert!(!err.to_string().contains(value) || value.len() < 3, "{err}");
+        }
+    }
+}

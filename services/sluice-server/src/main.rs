@@ -1,0 +1,116 @@
+//! `sluice-server`: logging, configuration, metrics recorder, dependencies,
+//! then `sluice_http_server::serve` until SIGTERM or SIGINT.
+
+mod env;
+mod startup;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use tokio::net::TcpListener;
+
+/// Exit status for a bad configuration value (sysexits' EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// Exit status for a dependency that cannot be reached (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Sluice server: users, an external-API proxy with batch fan-out,
+/// I/O metrics. Runs on an embedded SQLite file unless PostgreSQL is
+/// configured.
+#[derive(Debug, Parser)]
+#[command(version, after_help = env::VARIABLES)]
+struct Flags {
+    /// Listen address; overrides SLUICE_BIND.
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let flags = Flags::parse();
+    init_logging(flags.log_format);
+    // One process-wide rustls provider (ring), before anything builds TLS.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut settings = match env::Settings::from_lookup(&|key: &str| std::env::var(key).ok()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("sluice-server: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(bind) = flags.bind {
+        settings.bind = bind;
+    }
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-server: {e:#}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+async fn run(settings: env::Settings) -> Result<()> {
+    let prometheus = sluice_metrics::prometheus::install().context("metrics recorder")?;
+    let state = startup::state(&settings, Some(prometheus)).await?;
+    let listener = TcpListener::bind(settings.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.bind))?;
+    if settings.server.auth_tokens.is_empty() && !settings.bind.ip().is_loopback() {
+        tracing::warn!(
+            "no SLUICE_AUTH_TOKENS set and listening on a non-loopback address: every route is open"
+        );
+    }
+    tracing::info!("{}", settings.describe());
+    sluice_http_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    state.db().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,777 @@
+//! The server's contract, black-box over a real socket: the library served
+//! on 127.0.0.1 against SQLite, PostgreSQL, Redis and a local upstream.
+
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::json;
+use sluice_api_client::{ApiClient, BreakerConfig, UpstreamConfig, Window};
+use sluice_db::{Cache, Database};
+use sluice_http_server::{AppState, ServerConfig, serve};
+use sluice_metrics::Registry;
+use sluice_pool::{ConnectionConfig, Kind, RedisPool, Secret, SqlPool};
+use sluice_tests::client::{Reply, TestClient};
+use sluice_tests::services;
+use sluice_tests::upstream::Upstream;
+use tokio::sync::{Semaphore, oneshot};
+
+/// A running server; stops when dropped.
+struct Server {
+    client: TestClient,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(state: AppState) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        client: TestClient::new(base),
+        _stop: stop,
+    }
+}
+
+async fn sqlite(name: &str) -> Database {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-server-{name}-{}",
+        services::unique_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = ConnectionConfig::new(name, Kind::Sqlite);
+    c.database = Some(dir.join("db.sqlite").to_string_lossy().into_owned());
+    let db = Database::with_registry(SqlPool::open(&c).await.unwrap(), &Registry::new());
+    db.migrate().await.unwrap();
+    db
+}
+
+async fn postgres(name: &str) -> Database {
+    let mut c = ConnectionConfig::from_url(name, &services::fresh_database(name).await).unwrap();
+    c.pool_size = 20;
+    let db = Database::new(SqlPool::open(&c).await.unwrap());
+    db.migrate().await.unwrap();
+    db
+}
+
+fn api(upstream: &Upstream, in_flight: usize) -> ApiClient {
+    let mut c = UpstreamConfig::new("external", &upstream.base_url()).unwrap();
+    c.retry_delay = Duration::from_millis(10);
+    c.timeout = Duration::from_millis(500);
+    c.deadline = Duration::from_secs(2);
+    c.breaker = BreakerConfig {
+        window: Window::Count(20),
+        min_calls: 10,
+        open_interval: Duration::from_secs(2),
+        ..Default::default()
+    };
+    ApiClient::with_limiter(c, Arc::new(Semaphore::new(in_flight)), &Registry::new()).unwrap()
+}
+
+fn assert_envelope(reply: &Reply, status: u16, code: &str) {
+    assert_eq!(reply.status, status, "{:?}", reply.json());
+    let body = reply.json();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    let id = reply.header("x-request-id").unwrap();
+    assert_eq!(
+        body["request_id"], id,
+        "the body names the response's request id"
+    );
+}
+
+#[tokio::test]
+async fn users_round_trip_on_sqlite() {
+    let server = start(AppState::new(
+        ServerConfig::default(),
+        sqlite("users_rt").await,
+    ))
+    .await;
+    let c = &server.client;
+    let created = c
+        .post_json(
+            "/users",
+            &json!({"name": "  Ada  ", "email": "Ada@Example.COM", "bio": "math", "x": 1}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    let id = created.json()["user_id"].as_i64().unwrap();
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/users/{id}").as_str())
+    );
+    let got = c.get(&format!("/users/{id}")).await;
+    assert_eq!(got.status, 200);
+    let data = &got.json()["data"];
+    assert_eq!(
+        (
+            data["name"].as_str(),
+            data["email"].as_str(),
+            data["bio"].as_str()
+        ),
+        (Some("Ada"), Some("ada@example.com"), Some("math"))
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(data["created_at"].as_str().unwrap()).is_ok());
+    assert!(data["created_at"].as_str().unwrap().ends_with('Z'));
+    let no_bio = c
+        .post_json(
+            "/users",
+            &json!({"name": "Bob", "email": "bob@example.com"}),
+        )
+        .await;
+    let bob = c.get(&format!("/users/{}", no_bio.json()["user_id"])).await;
+    assert_eq!(bob.json()["data"]["bio"], "");
+    assert_envelope(
+        &c.post_json(
+            "/users",
+            &json!({"name": "Eve", "email": "ADA@example.com"}),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+    assert_envelope(&c.get("/users/999999").await, 404, "not_found");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_never_5xx() {
+    let server = start(AppState::new(
+        ServerConfig {
+            max_body_bytes: 16 * 1024,
+            ..Default::default()
+        },
+        sqlite("malformed").await,
+    ))
+    .await;
+    let c = &server.client;
+    for path in [
+        "/users/0",
+        "/users/-1",
+        "/users/abc",
+        "/users/9223372036854775808",
+        "/users/1.5",
+        "/users/%00",
+        "/users/%F0%9F%98%80",
+    ] {
+        assert_envelope(&c.get(path).await, 422, "validation_error");
+    }
+    let bodies: [(&str, &str, u16); 13] = [
+        ("application/json", "{", 400),
+        ("application/json", "", 400),
+        ("application/json", "[]", 400),
+        ("application/json", "\"text\"", 400),
+        ("application/json", "null", 400),
+        ("text/plain", "{\"name\":\"a\",\"email\":\"a@b.co\"}", 400),
+        ("application/json", "{}", 422),
+        (
+            "application/json",
+            "{\"name\":\"\",\"email\":\"a@b.co\"}",
+            422,
+        ),
+        (
+            "application/json",
+            "{\"name\":\"a\",\"email\":\"not-an-email\"}",
+            422,
+        ),
+        ("application/json", "{\"name\":5,\"email\":[]}", 422),
+        (
+            "application/json",
+            "{\"name\":\"a\",\"email\":\"a@b.co\",\"bio\":{}}",
+            422,
+        ),
+        (
+            "application/json",
+            "{\"name\":\"a\\u0000\",\"email\":\"a@@b.co\"}",
+            422,
+        ),
+        (
+            "application/json",
+            "{\"name\":\"a\u{0}\",\"email\":\"a@b.co\"}",
+            400,
+        ),
+    ];
+    for (content_type, body, status) in bodies {
+        let reply = c
+            .send(
+                Method::POST,
+                "/users",
+                &[("content-type", content_type)],
+                body.to_owned(),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            status,
+            "{content_type} {body:?}: {:?}",
+            reply.json()
+        );
+        assert_eq!(reply.json()["success"], false);
+    }
+    let invalid = c
+        .post_json(
+            "/users",
+            &json!({"name": "", "email": "x", "bio": "b".repeat(10_001)}),
+        )
+        .await;
+    let body = invalid.json();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["name", "email", "bio"]);
+    let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+    assert_eq!(
+        c.send(
+            Method::POST,
+            "/users",
+            &[("content-type", "application/json")],
+            deep
+        )
+        .await
+        .status,
+        400
+    );
+    assert_envelope(
+        &c.post_json(
+            "/users",
+            &json!({"name": "a", "email": "a@b.co", "bio": "x".repeat(20_000)}),
+        )
+        .await,
+        413,
+        "payload_too_large",
+    );
+    assert_envelope(
+        &c.send(Method::DELETE, "/users/1", &[], "").await,
+        405,
+        "method_not_allowed",
+    );
+    assert_envelope(&c.get("/no/such/route").await, 404, "not_found");
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let server = start(AppState::new(
+        ServerConfig::default(),
+        sqlite("request_ids").await,
+    ))
+    .await;
+    let c = &server.client;
+    let mine = c
+        .send(
+            Method::GET,
+            "/users/424242",
+            &[("x-request-id", "client-id-1")],
+            "",
+        )
+        .await;
+    assert_eq!(mine.header("x-request-id"), Some("client-id-1"));
+    assert_eq!(mine.json()["request_id"], "client-id-1");
+    let long = "x".repeat(129);
+    for bad in [long.as_str(), "has space", ""] {
+        let reply = c
+            .send(Method::GET, "/healthz", &[("x-request-id", bad)], "")
+            .await;
+        let id = reply.header("x-request-id").unwrap();
+        assert_ne!(id, bad);
+        assert_eq!(id.len(), 32);
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_openapi() {
+    let recorder = sluice_metrics::prometheus::build_recorder().unwrap();
+    let handle = recorder.handle();
+    let db = sqlite("ops").await;
+    let state = AppState::build(
+        ServerConfig::default(),
+        db,
+        None,
+        None,
+        Registry::new(),
+        Some(handle),
+    );
+    let server = metrics::with_local_recorder(&recorder, || futures_block_on_start(state));
+    let server = server.await;
+    let c = &server.client;
+    assert_eq!(c.get("/healthz").await.json(), json!({"status": "ok"}));
+    assert_eq!(c.get("/readyz").await.status, 200);
+    let io = c.get("/io-metrics").await.json();
+    assert_eq!(io["success"], true);
+    assert_eq!(io["database"]["ops"]["backend"], "sqlite");
+    assert!(io["database"]["ops"]["pool"]["max"].as_u64().unwrap() >= 1);
+    let openapi = c.get("/openapi.json").await;
+    assert_eq!(openapi.header("content-type"), Some("application/json"));
+    let doc = openapi.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/users/{user_id}",
+        "/users",
+        "/external-data/{data_id}",
+        "/batch-external-data",
+        "/io-metrics",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
+}
+
+/// Starts the server with the local recorder still current, so that the
+/// handles the state registers go to it.
+fn futures_block_on_start(state: AppState) -> impl Future<Output = Server> {
+    start(state)
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_email_make_one_user_on_postgres() {
+    let db = postgres("same_email").await;
+    let server = start(AppState::new(ServerConfig::default(), db.clone())).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let c = server.client.clone();
+            tokio::spawn(async move {
+                c.post_json(
+                    "/users",
+                    &json!({"name": format!("n{i}"), "email": "same@example.com"}),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        49,
+        "{statuses:?}"
+    );
+    let (users, profiles): (i64, i64) = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM profiles)",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!((users, profiles), (1, 1));
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_creates_make_two_hundred_pairs() {
+    for db in [postgres("two_hundred").await, sqlite("two_hundred").await] {
+        let server = start(AppState::new(ServerConfig::default(), db.clone())).await;
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let c = server.client.clone();
+                tokio::spawn(async move {
+                    c.post_json(
+                        "/users",
+                        &json!({"name": "n", "email": format!("u{i}@example.com")}),
+                    )
+                    .await
+                    .status
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 201);
+        }
+        let (users, profiles, orphans): (i64, i64, i64) = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM profiles), \
+                 (SELECT count(*) FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE p.user_id IS NULL)",
+                (),
+            )
+            .await
+            .unwrap();
+        assert_eq!((users, profiles, orphans), (200, 200, 0), "{:?}", db.kind());
+    }
+}
+
+#[tokio::test]
+async fn user_reads_go_through_redis_and_survive_its_death() {
+    let mut redis = tokio::task::spawn_blocking(sluice_tests::provision::TempRedis::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rc = ConnectionConfig::from_url("cache", &redis.url()).unwrap();
+    rc.retry_delay = Duration::from_millis(100);
+    let cache = Cache::with_registry(
+        RedisPool::open(&rc).await.unwrap(),
+        "sluice:",
+        &Registry::new(),
+    );
+    let db = sqlite("redis_users").await;
+    let state = AppState::build(
+        ServerConfig::default(),
+        db.clone(),
+        Some(cache.clone()),
+        None,
+        Registry::new(),
+        None,
+    );
+    let server = start(state).await;
+    let c = &server.client;
+    let id = c
+        .post_json(
+            "/users",
+            &json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await
+        .json()["user_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(c.get(&format!("/users/{id}")).await.status, 200);
+    // The read filled the cache: the next one is served from Redis even if
+    // the row changes underneath (within the TTL).
+    let cached: Option<serde_json::Value> = cache.get(&format!("user:{id}")).await.unwrap();
+    assert_eq!(cached.unwrap()["name"], "Ada");
+    db.execute(
+        "UPDATE users SET name = 'Changed' WHERE id = $1",
+        sluice_db::params![id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get(&format!("/users/{id}")).await.json()["data"]["name"],
+        "Ada"
+    );
+    redis.stop();
+    let reply = c.get(&format!("/users/{id}")).await;
+    assert_eq!(reply.status, 200, "a cache failure is never a client error");
+    assert_eq!(reply.json()["data"]["name"], "Changed");
+}
+
+#[tokio::test]
+async fn external_data_maps_every_upstream_outcome() {
+    let upstream = Upstream::start().await.unwrap();
+    let state = AppState::build(
+        ServerConfig::default(),
+        sqlite("external").await,
+        None,
+        Some(api(&upstream, 100)),
+        Registry::new(),
+        None,
+    );
+    let server = start(state).await;
+    let c = &server.client;
+    let ok = c.get("/external-data/abc").await;
+    assert_eq!(
+        (ok.status, ok.json()),
+        (200, json!({"success": true, "data": {"id": "abc"}}))
+    );
+    assert_envelope(
+        &c.get(&format!("/external-data/{}", "x".repeat(257))).await,
+        422,
+        "validation_error",
+    );
+    // Hostile ids stay one segment upstream.
+    for id in ["..%2Fstatus%2F500", "a%2Fb", "%252F", ".."] {
+        let reply = c.get(&format!("/external-data/{id}")).await;
+        assert!(
+            reply.status == 200 || reply.status == 404,
+            "{id}: {}",
+            reply.status
+        );
+    }
+    assert!(
+        upstream
+            .state
+            .all_hits()
+            .keys()
+            .all(|p| p.starts_with("/data/") && p.matches('/').count() == 2),
+        "{:?}",
+        upstream.state.all_hits()
+    );
+
+    upstream.state.fail_percent.store(100, Ordering::SeqCst);
+    let failed = c.get("/external-data/down").await;
+    assert_envelope(&failed, 502, "upstream_error");
+    assert_eq!(
+        upstream.state.hits("/data/down"),
+        3,
+        "retried within IO_RETRY_ATTEMPTS"
+    );
+    upstream.state.fail_percent.store(0, Ordering::SeqCst);
+
+    upstream.state.latency_ms.store(800, Ordering::SeqCst);
+    assert_envelope(&c.get("/external-data/slow").await, 504, "upstream_timeout");
+    upstream.state.latency_ms.store(0, Ordering::SeqCst);
+
+    upstream.state.down.store(true, Ordering::SeqCst);
+    let mut last = None;
+    for i in 0..15 {
+        last = Some(c.get(&format!("/external-data/outage{i}")).await);
+    }
+    let open = last.unwrap();
+    assert_envelope(&open, 503, "circuit_open");
+    assert!(open.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn no_upstream_configured_is_503_not_configured() {
+    let server = start(AppState::new(
+        ServerConfig::default(),
+        sqlite("no_upstream").await,
+    ))
+    .await;
+    assert_envelope(
+        &server.client.get("/external-data/x").await,
+        503,
+        "not_configured",
+    );
+    assert_envelope(
+        &server
+            .client
+            .post_json("/batch-external-data", &json!(["x"]))
+            .await,
+        503,
+        "not_configured",
+    );
+}
+
+#[tokio::test]
+async fn identical_concurrent_external_requests_share_one_upstream_call() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(100, Ordering::SeqCst);
+    let state = AppState::build(
+        ServerConfig::default(),
+        sqlite("coalesce").await,
+        None,
+        Some(api(&upstream, 100)),
+        Registry::new(),
+        None,
+    );
+    let server = start(state).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let c = server.client.clone();
+            tokio::spawn(async move { c.get("/external-data/shared").await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(upstream.state.hits("/data/shared"), 1);
+}
+
+#[tokio::test]
+async fn batches_keep_order_fold_duplicates_and_respect_the_cap() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(20, Ordering::SeqCst);
+    let config = ServerConfig {
+        max_batch_size: 100,
+        ..Default::default()
+    };
+    let state = AppState::build(
+        config,
+        sqlite("batch").await,
+        None,
+        Some(api(&upstream, 5)),
+        Registry::new(),
+        None,
+    );
+    let server = start(state).await;
+    let c = &server.client;
+    let ids: Vec<String> = (0..60).map(|i| format!("id{}", i % 50)).collect();
+    let reply = c.post_json("/batch-external-data", &json!(ids)).await;
+    assert_eq!(reply.status, 200);
+    let items = reply.json()["data"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 60);
+    for (item, id) in items.iter().zip(&ids) {
+        assert_eq!(item["id"], id.as_str());
+        assert_eq!(item["status_code"], 200);
+        assert_eq!(item["data"]["id"], id.as_str());
+    }
+    assert_eq!(
+        upstream.state.requests.load(Ordering::SeqCst),
+        50,
+        "repeated ids are fetched once"
+    );
+    assert!(upstream.state.max_in_flight.load(Ordering::SeqCst) <= 5);
+    // Validation.
+    assert_envelope(
+        &c.post_json("/batch-external-data", &json!([])).await,
+        422,
+        "validation_error",
+    );
+    assert_envelope(
+        &c.post_json("/batch-external-data", &json!(vec!["a"; 101]))
+            .await,
+        422,
+        "validation_error",
+    );
+    assert_envelope(
+        &c.post_json("/batch-external-data", &json!(["ok", 5, ""]))
+            .await,
+        422,
+        "validation_error",
+    );
+    assert_envelope(
+        &c.post_json("/batch-external-data", &json!({"ids": ["a"]}))
+            .await,
+        422,
+        "validation_error",
+    );
+    let bad = c
+        .send(
+            Method::POST,
+            "/batch-external-data",
+            &[("content-type", "application/json")],
+            "[\"a\"",
+        )
+        .await;
+    assert_envelope(&bad, 400, "bad_request");
+}
+
+#[tokio::test]
+async fn one_failing_id_never_fails_the_batch() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.fail_percent.store(50, Ordering::SeqCst);
+    let state = AppState::build(
+        ServerConfig::default(),
+        sqlite("batch_mixed").await,
+        None,
+        Some(api(&upstream, 10)),
+        Registry::new(),
+        None,
+    );
+    let server = start(state).await;
+    let ids: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    let reply = server
+        .client
+        .post_json("/batch-external-data", &json!(ids))
+        .await;
+    assert_eq!(reply.status, 200);
+    let items = reply.json()["data"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 40);
+    let mut failed = 0;
+    for (item, id) in items.iter().zip(&ids) {
+        assert_eq!(item["id"], id.as_str());
+        if item["status_code"] != 200 {
+            failed += 1;
+            assert_eq!(item["data"], serde_json::Value::Null);
+            assert!(item["error"].is_string());
+        }
+    }
+    assert!(
+        failed > 0,
+        "with 50% failures and 3 attempts some ids should still fail"
+    );
+}
+
+#[tokio::test]
+async fn auth_when_tokens_are_configured() {
+    let config = ServerConfig {
+        auth_tokens: vec![
+            Secret::new("t0ken-hunter2".into()),
+            Secret::new("other".into()),
+        ],
+        ..Default::default()
+    };
+    let server = start(AppState::new(config, sqlite("auth").await)).await;
+    let c = &server.client;
+    assert_envelope(&c.get("/users/1").await, 401, "unauthorized");
+    let wrong = c
+        .send(
+            Method::GET,
+            "/users/1",
+            &[("authorization", "Bearer t0ken-hunter3")],
+            "",
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(!String::from_utf8_lossy(&wrong.body).contains("hunter"));
+    let right = c
+        .send(
+            Method::GET,
+            "/users/1",
+            &[("authorization", "Bearer other")],
+            "",
+        )
+        .await;
+    assert_eq!(right.status, 404);
+    for open in ["/healthz", "/readyz"] {
+        assert_eq!(c.get(open).await.status, 200, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_stopped_is_503_fast_and_recovers_without_a_restart() {
+    let mut pg = tokio::task::spawn_blocking(sluice_tests::provision::TempPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut config = ConnectionConfig::from_url("primary", &pg.url()).unwrap();
+    config.acquire_timeout = Duration::from_millis(800);
+    config.retry_delay = Duration::from_millis(300);
+    let db = Database::with_registry(SqlPool::open(&config).await.unwrap(), &Registry::new());
+    db.migrate().await.unwrap();
+    let server = start(AppState::new(ServerConfig::default(), db)).await;
+    let c = &server.client;
+    let id = c
+        .post_json(
+            "/users",
+            &json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await
+        .json()["user_id"]
+        .as_i64()
+        .unwrap();
+    let mut pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let reply = c.get(&format!("/users/{id}")).await;
+        assert_envelope(&reply, 503, "unavailable");
+        assert!(reply.header("retry-after").is_some());
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let ready = c.get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.json()["failing"].clone()),
+        (503, json!(["database:primary"]))
+    );
+    pg = tokio::task::spawn_blocking(move || {
+        pg.restart().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if c.get(&format!("/users/{id}")).await.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(pg);
+}
