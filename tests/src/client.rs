@@ -77,6 +77,14 @@ impl TestClient {
         }
     }
 
+    /// The server's address, for raw TCP tests.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the base URL is http://ip:port")
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, &[], Bytes::new()).await

@@ -775,3 +775,262 @@ async fn postgres_stopped_is_503_fast_and_recovers_without_a_restart() {
     }
     drop(pg);
 }
+
+#[tokio::test]
+async fn a_slow_loris_client_is_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ServerConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let server = start(AppState::new(config, sqlite("slowloris").await)).await;
+    let mut loris = tokio::net::TcpStream::connect(server.client.addr())
+        .await
+        .unwrap();
+    loris
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Meanwhile the server answers everyone else.
+    assert_eq!(server.client.get("/healthz").await.status, 200);
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), loris.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept the slow connection open");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_chunked_body_is_413_without_reading_it_all() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ServerConfig {
+        max_body_bytes: 1024,
+        ..Default::default()
+    };
+    let server = start(AppState::new(config, sqlite("chunked").await)).await;
+    let mut stream = tokio::net::TcpStream::connect(server.client.addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096));
+    // Two chunks past the limit, and never the terminating chunk: the
+    // server must answer without waiting for the end.
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+}
+
+#[tokio::test]
+async fn load_is_shed_with_503_and_slow_requests_time_out() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(400, Ordering::SeqCst);
+    let config = ServerConfig {
+        max_concurrency: 2,
+        ..Default::default()
+    };
+    let state = AppState::build(
+        config,
+        sqlite("shed").await,
+        None,
+        Some(api(&upstream, 100)),
+        Registry::new(),
+        None,
+    );
+    let server = start(state).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let c = server.client.clone();
+            tokio::spawn(async move { c.get(&format!("/external-data/shed{i}")).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut shed = 0;
+    for t in tasks {
+        let reply = t.await.unwrap();
+        match reply.status {
+            200 => ok += 1,
+            503 => {
+                assert_envelope(&reply, 503, "overloaded");
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                shed += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok >= 2 && shed >= 1, "ok {ok}, shed {shed}");
+
+    let config = ServerConfig {
+        request_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let state = AppState::build(
+        config,
+        sqlite("timeout").await,
+        None,
+        Some(api(&upstream, 100)),
+        Registry::new(),
+        None,
+    );
+    let server = start(state).await;
+    assert_envelope(
+        &server.client.get("/external-data/too-slow").await,
+        503,
+        "timeout",
+    );
+}
+
+#[tokio::test]
+async fn http2_cleartext_is_served_on_the_same_port() {
+    use http_body_util::{BodyExt, Full};
+    let server = start(AppState::new(ServerConfig::default(), sqlite("h2c").await)).await;
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let response = client
+        .get(
+            format!("http://{}/healthz", server.client.addr())
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"{\"status\":\"ok\"}");
+}
+
+#[tokio::test]
+async fn https_with_a_certificate_from_pem_files() {
+    let dir = std::env::temp_dir().join(format!("sluice-tls-{}", services::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    // A throw-away CA, and a server certificate for 127.0.0.1 signed by it.
+    std::fs::write(
+        dir.join("leaf.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=sluice-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.cnf",
+            "-out",
+            "cert.pem",
+        ],
+    ];
+    for args in steps {
+        let made = std::process::Command::new("openssl")
+            .current_dir(&dir)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl is needed to make test certificates ({e})"));
+        assert!(
+            made.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let tls = sluice_http_server::tls_config(&cert, &key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(sluice_http_server::serve_with(
+        listener,
+        AppState::new(ServerConfig::default(), sqlite("tls").await),
+        Some(tls),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // A client that trusts this certificate, and verifies it.
+    let mut config = UpstreamConfig::new("self", &format!("https://{addr}")).unwrap();
+    config.ca_file = Some(ca.clone());
+    config.retry_attempts = 1;
+    let client =
+        ApiClient::with_limiter(config, Arc::new(Semaphore::new(4)), &Registry::new()).unwrap();
+    let health: serde_json::Value = client
+        .get_json(sluice_api_client::ApiPath::new().push("healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "ok"}));
+    // One that trusts only the public roots refuses the connection.
+    let strict = ApiClient::with_limiter(
+        UpstreamConfig::new("strict", &format!("https://{addr}")).unwrap(),
+        Arc::new(Semaphore::new(4)),
+        &Registry::new(),
+    )
+    .unwrap();
+    assert!(
+        strict
+            .get_json::<serde_json::Value>(sluice_api_client::ApiPath::new().push("healthz"))
+            .await
+            .is_err()
+    );
+    // Bad files are a clear error.
+    assert!(sluice_http_server::tls_config(&key, &key).is_err());
+}

@@ -8,6 +8,16 @@ pub(crate) fn run() -> Result<()> {
     let started = std::time::Instant::now();
     require("promtool", "apt-get install -y prometheus")?;
     require("cargo-deny", "cargo install cargo-deny --locked")?;
+    let validator = Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !validator {
+        bail!(
+            "python3 with openapi-spec-validator is required by `cargo xtask ci`; install it with `python3 -m pip install openapi-spec-validator`"
+        );
+    }
 
     crate::run_step(
         "cargo fmt --check",

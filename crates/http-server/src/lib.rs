@@ -8,6 +8,7 @@
 //! - [`AppError`] (`error.rs`): the error envelope and the mapping from
 //!   each layer's typed errors.
 //! - [`AppState`], [`ServerConfig`]: everything the server is given.
+//! - [`tls_config`] (`tls.rs`): optional HTTPS from PEM files.
 
 mod body;
 mod config;
@@ -16,9 +17,11 @@ mod middleware;
 mod routes;
 mod serve;
 mod state;
+mod tls;
 
 pub use config::ServerConfig;
 pub use error::{AppError, FieldError, current_request_id};
 pub use routes::router;
-pub use serve::serve;
+pub use serve::{serve, serve_with};
 pub use state::AppState;
+pub use tls::{TlsError, tls_config};

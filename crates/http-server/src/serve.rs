@@ -2,6 +2,7 @@
 //! graceful shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +22,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (see [`tls_config`](crate::tls_config)).
+/// A client that fails the handshake, or does not finish it within the
+/// header-read timeout, is dropped without affecting others.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let app = router(state.clone());
     let config = state.config().clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -49,13 +63,33 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                match &acceptor {
+                    None => {
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let connection = graceful.watch(connection.into_owned());
+                        tokio::spawn(async move {
+                            if let Err(e) = connection.await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        let (acceptor, builder) = (acceptor.clone(), builder.clone());
+                        let handshake_timeout = config.header_read_timeout;
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!("TLS handshake timed out"),
+                            };
+                            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
         }
     }

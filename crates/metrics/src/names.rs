@@ -35,8 +35,11 @@ pub const CIRCUIT_TRANSITIONS: &str = "sluice_circuit_transitions_total";
 /// Histogram: time callers waited to get a pooled connection, seconds.
 /// Labels: `pool`.
 pub const POOL_WAIT: &str = "db_client_connection_wait_time_seconds";
-/// Gauge: pooled connections by state (`idle`, `used`). Labels: `pool`, `state`.
-pub const POOL_CONNECTIONS: &str = "db_client_connection_count";
+/// Gauge: pooled connections by state (`idle`, `used`). Labels: `pool`,
+/// `state`. (OpenTelemetry's `db.client.connection.count` would render as
+/// `…_count`, a suffix Prometheus reserves for histograms and summaries,
+/// so this keeps the convention's earlier name.)
+pub const POOL_CONNECTIONS: &str = "db_client_connections_usage";
 /// Gauge: the pool's maximum size. Labels: `pool`.
 pub const POOL_MAX: &str = "db_client_connection_max";
 /// Gauge: callers waiting for a connection. Labels: `pool`.
@@ -58,7 +61,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// recorder. [`prometheus::install`](crate::prometheus::install) calls it;
 /// call it yourself when installing another recorder.
 pub fn describe() {
-    use metrics::{Unit, describe_counter, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_histogram!(
         DB_OPERATION_DURATION,
         Unit::Seconds,
@@ -84,4 +87,52 @@ pub fn describe() {
         Unit::Seconds,
         "Duration of inbound HTTP requests."
     );
+    describe_histogram!(
+        POOL_WAIT,
+        Unit::Seconds,
+        "Time spent waiting for a pooled connection."
+    );
+    describe_gauge!(POOL_CONNECTIONS, "Pooled connections by state.");
+    describe_gauge!(POOL_MAX, "Maximum size of the pool.");
+    describe_gauge!(POOL_PENDING, "Callers waiting for a pooled connection.");
+    describe_counter!(
+        POOL_CONNECTS,
+        "Connections opened or failed to open, by outcome."
+    );
+    describe_counter!(
+        RETRY_ATTEMPTS,
+        "Attempts made by retry policies, first or retry."
+    );
+    describe_counter!(
+        RETRY_GIVE_UPS,
+        "Calls that retry policies gave up on, by reason."
+    );
+    describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open."
+    );
+    describe_counter!(
+        CIRCUIT_TRANSITIONS,
+        "Circuit breaker transitions, by new state."
+    );
 }
+
+/// Every metric name, for checks that each has a description.
+pub const ALL: &[&str] = &[
+    DB_OPERATION_DURATION,
+    DB_OPERATION_ERRORS,
+    CACHE_HITS,
+    CACHE_MISSES,
+    HTTP_CLIENT_DURATION,
+    HTTP_CLIENT_ERRORS,
+    HTTP_SERVER_DURATION,
+    POOL_WAIT,
+    POOL_CONNECTIONS,
+    POOL_MAX,
+    POOL_PENDING,
+    POOL_CONNECTS,
+    RETRY_ATTEMPTS,
+    RETRY_GIVE_UPS,
+    CIRCUIT_STATE,
+    CIRCUIT_TRANSITIONS,
+];

@@ -43,6 +43,9 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| InstallError::AlreadyInstalled)?;
     crate::names::describe();
+    // The exporter publishes descriptions (HELP lines) at upkeep only: do
+    // one now so that the first scrape already has them.
+    handle.run_upkeep();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_INTERVAL);

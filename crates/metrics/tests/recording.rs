@@ -203,3 +203,30 @@ async fn timed_records_success_failure_and_cancellation() {
     let write = cache.operations["write"];
     assert_eq!((write.count, write.errors), (2, 2));
 }
+
+#[test]
+fn every_metric_name_has_help_text() {
+    let recorder = sluice_metrics::prometheus::build_recorder().expect("valid buckets");
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        sluice_metrics::names::describe();
+        // Register one series of each name, whatever its type.
+        for name in sluice_metrics::names::ALL {
+            if name.ends_with("_seconds") {
+                metrics::histogram!(*name).record(0.001);
+            } else if name.ends_with("_total") {
+                metrics::counter!(*name).increment(1);
+            } else {
+                metrics::gauge!(*name).set(1.0);
+            }
+        }
+    });
+    handle.run_upkeep();
+    let text = handle.render();
+    for name in sluice_metrics::names::ALL {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line:\n{text}"
+        );
+    }
+}

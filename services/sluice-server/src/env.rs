@@ -60,6 +60,8 @@ Environment variables (all optional):
   SLUICE_AUTH_TOKENS           comma-separated bearer tokens (default: no auth)
   SLUICE_USER_CACHE_TTL        seconds users stay cached in Redis (default 60)
   SLUICE_SHUTDOWN_GRACE        seconds in-flight requests get on shutdown (default 30)
+  SLUICE_TLS_CERT, SLUICE_TLS_KEY
+                               PEM certificate chain and private key: serve HTTPS (both or neither)
   RUST_LOG                     log filter (default info)";
 
 /// Everything start-up needs.
@@ -71,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) upstream: Option<UpstreamConfig>,
     pub(crate) max_in_flight: usize,
     pub(crate) server: ServerConfig,
+    /// Certificate chain and key files for HTTPS.
+    pub(crate) tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Settings {
@@ -181,6 +185,16 @@ impl Settings {
             max_batch_size: whole("IO_MAX_BATCH_SIZE", defaults.max_batch_size)?,
             shutdown_grace: seconds("SLUICE_SHUTDOWN_GRACE", defaults.shutdown_grace, false)?,
         };
+        let tls = match (get("SLUICE_TLS_CERT"), get("SLUICE_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(error("SLUICE_TLS_KEY", "required with SLUICE_TLS_CERT"));
+            }
+            (None, Some(_)) => {
+                return Err(error("SLUICE_TLS_CERT", "required with SLUICE_TLS_KEY"));
+            }
+        };
         Ok(Self {
             bind,
             database,
@@ -188,13 +202,15 @@ impl Settings {
             upstream,
             max_in_flight: whole("IO_MAX_CONCURRENT_REQUESTS", 100)?,
             server,
+            tls,
         })
     }
 
     /// One line for the log: where it listens and on what, no secrets.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "listening on http://{} with database {}, cache {}, upstream {}{}",
+            "listening on {}://{} with database {}, cache {}, upstream {}{}",
+            if self.tls.is_some() { "https" } else { "http" },
             self.bind,
             self.database.describe(),
             self.redis
@@ -287,6 +303,7 @@ mod tests {
                 "API_EXTERNAL_BASE_URL",
             ),
             ("REDIS_PORT", "x", "none"),
+            ("SLUICE_TLS_CERT", "cert.pem", "SLUICE_TLS_KEY"),
         ] {
             let mut pairs = vec![(key, value)];
             if named == "none" {

@@ -98,6 +98,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: env::Settings) -> Result<()> {
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(
+            sluice_http_server::tls_config(cert, key).context("SLUICE_TLS_CERT/SLUICE_TLS_KEY")?,
+        ),
+        None => None,
+    };
     let prometheus = sluice_metrics::prometheus::install().context("metrics recorder")?;
     let state = startup::state(&settings, Some(prometheus)).await?;
     let listener = TcpListener::bind(settings.bind)
@@ -109,7 +115,7 @@ async fn run(settings: env::Settings) -> Result<()> {
         );
     }
     tracing::info!("{}", settings.describe());
-    sluice_http_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    sluice_http_server::serve_with(listener, state.clone(), tls, shutdown_signal()).await?;
     state.db().close().await;
     tracing::info!("stopped");
     Ok(())

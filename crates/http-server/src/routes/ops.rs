@@ -88,6 +88,8 @@ pub(crate) async fn prometheus(State(state): State<AppState>) -> Response {
     }
     match &inner.prometheus {
         Some(handle) => {
+            // Upkeep publishes new HELP lines and drains histogram samples.
+            handle.run_upkeep();
             let mut response = handle.render().into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

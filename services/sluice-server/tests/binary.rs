@@ -1,0 +1,330 @@
+//! The real `sluice-server` binary: start-up, configuration errors, logs
+//! without secrets, metrics and OpenAPI validity, and SIGTERM under load.
+
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_tests::client::TestClient;
+use sluice_tests::provision::free_port;
+use sluice_tests::services;
+use sluice_tests::upstream::Upstream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice-server");
+
+struct Running {
+    child: Child,
+    log: PathBuf,
+    client: TestClient,
+}
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-bin-{}", services::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts the binary with exactly `vars` (the environment is cleared) and
+/// waits for its start-up line.
+fn start(vars: &[(&str, String)], args: &[&str]) -> Running {
+    let dir = scratch();
+    let port = free_port().unwrap();
+    let log = dir.join("server.log");
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("SLUICE_DB_SQLITE_PATH", dir.join("sluice.db"))
+        .env("SLUICE_BIND", format!("127.0.0.1:{port}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening on") {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the server exited with {status}: {text}");
+        }
+        assert!(Instant::now() < deadline, "no start-up line: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running {
+        child,
+        log,
+        client: TestClient::new(format!("http://127.0.0.1:{port}")),
+    }
+}
+
+fn terminate(mut running: Running) -> (std::process::ExitStatus, String) {
+    Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&running.log).unwrap())
+}
+
+fn run_to_exit(vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("SLUICE_BIND", format!("127.0.0.1:{}", free_port().unwrap()));
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[tokio::test]
+async fn with_nothing_configured_it_serves_sqlite_and_drains_on_sigterm() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream
+        .state
+        .latency_ms
+        .store(600, std::sync::atomic::Ordering::SeqCst);
+    let running = start(&[("API_EXTERNAL_BASE_URL", upstream.base_url())], &[]);
+    let c = running.client.clone();
+    assert_eq!(c.get("/healthz").await.status, 200);
+    let created = c
+        .post_json(
+            "/users",
+            &serde_json::json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(
+        c.get(&format!("/users/{}", created.json()["user_id"]))
+            .await
+            .status,
+        200
+    );
+    // Requests in flight when SIGTERM arrives all complete.
+    let in_flight: Vec<_> = (0..20)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get(&format!("/external-data/drain{i}")).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let terminated = tokio::task::spawn_blocking(move || terminate(running));
+    for request in in_flight {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let (status, log) = terminated.await.unwrap();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(
+        log.contains("shutdown signal received") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_bad_value_stops_start_up_with_one_line_naming_the_variable() {
+    for (vars, variable) in [
+        (
+            vec![("DB_POSTGRES_HOST", "db"), ("DB_POSTGRES_PORT", "54x2")],
+            "DB_POSTGRES_PORT",
+        ),
+        (
+            vec![("IO_MAX_CONCURRENT_REQUESTS", "many")],
+            "IO_MAX_CONCURRENT_REQUESTS",
+        ),
+        (
+            vec![("DATABASE_URL", "mysql://root:hunter2@db/app")],
+            "DATABASE_URL",
+        ),
+        (
+            vec![("API_EXTERNAL_BASE_URL", "ftp://x")],
+            "API_EXTERNAL_BASE_URL",
+        ),
+        (vec![("SLUICE_BIND", "everywhere")], "SLUICE_BIND"),
+    ] {
+        let out = run_to_exit(&vars);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{vars:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(variable), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unreachable_database_stops_start_up_without_its_password() {
+    let port = free_port().unwrap();
+    let url = format!("postgres://ada:hunter2@127.0.0.1:{port}/app");
+    let out = run_to_exit(&[
+        ("DATABASE_URL", &url),
+        ("DB_POSTGRES_TIMEOUT", "0.5"),
+        ("IO_RETRY_ATTEMPTS", "2"),
+        ("IO_RETRY_DELAY", "0.1"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    let last = stderr.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("sluice-server: opening the database"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_or_bodies() {
+    let db_url = services::fresh_database("bin_secrets").await.replacen(
+        "postgres@",
+        "postgres:db-s3cret@",
+        1,
+    );
+    let upstream = Upstream::start().await.unwrap();
+    let running = start(
+        &[
+            ("DATABASE_URL", db_url),
+            ("REDIS_URL", services::redis_url()),
+            ("API_EXTERNAL_BASE_URL", upstream.base_url()),
+            ("API_EXTERNAL_TOKEN", "up-s3cret".into()),
+            ("SLUICE_AUTH_TOKENS", "auth-s3cret".into()),
+            ("RUST_LOG", "info,sluice_server=debug,sluice_http_server=debug,sluice_db=debug,sluice_pool=debug".into()),
+        ],
+        &["--log-format", "json"],
+    );
+    let c = running.client.clone();
+    let auth = [
+        ("authorization", "Bearer auth-s3cret"),
+        ("content-type", "application/json"),
+    ];
+    let mut bodies = String::new();
+    for (method, path, body, headers) in [
+        (hyper::Method::GET, "/users/1", "", &auth[..1]),
+        (hyper::Method::GET, "/users/1", "", &[][..]),
+        (
+            hyper::Method::GET,
+            "/users/1",
+            "",
+            &[("authorization", "Bearer wrong")][..],
+        ),
+        (
+            hyper::Method::POST,
+            "/users",
+            "{\"name\":\"a\",\"email\":\"a@b.co\"}",
+            &auth[..],
+        ),
+        (hyper::Method::GET, "/external-data/x", "", &auth[..1]),
+        (hyper::Method::GET, "/io-metrics", "", &auth[..1]),
+        (hyper::Method::GET, "/metrics", "", &[][..]),
+    ] {
+        let reply = c.send(method, path, headers, body.to_owned()).await;
+        bodies.push_str(&String::from_utf8_lossy(&reply.body));
+    }
+    let echoed: serde_json::Value = TestClient::new(upstream.base_url())
+        .get("/echo/x")
+        .await
+        .json();
+    assert_eq!(
+        echoed["authorization"],
+        serde_json::Value::Null,
+        "the probe itself sends no token"
+    );
+    let (status, log) = tokio::task::spawn_blocking(move || terminate(running))
+        .await
+        .unwrap();
+    assert!(status.success());
+    for secret in ["db-s3cret", "up-s3cret", "auth-s3cret"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+        assert!(!bodies.contains(secret), "{secret} in a body");
+    }
+    assert!(
+        log.contains("\"request_id\""),
+        "json access log lines: {log}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_the_openapi_document_validates() {
+    let running = start(&[], &[]);
+    let c = running.client.clone();
+    c.post_json(
+        "/users",
+        &serde_json::json!({"name": "Ada", "email": "ada@example.com"}),
+    )
+    .await;
+    c.get("/users/1").await;
+    c.get("/users/abc").await;
+    let metrics = c.get("/metrics").await;
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains("http_server_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("route=\"/users/{user_id}\""), "{text}");
+    assert!(
+        text.contains("db_client_operation_duration_seconds_bucket"),
+        "{text}"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is required ({e}); install it with `apt-get install prometheus`")
+        });
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let doc = c.get("/openapi.json").await;
+    let dir = scratch();
+    std::fs::write(dir.join("openapi.json"), &doc.body).unwrap();
+    let validated = Command::new("python3")
+        .args(["-c", "import json,sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('valid')"])
+        .arg(dir.join("openapi.json"))
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "OpenAPI 3.1 validation failed (needs `pip install openapi-spec-validator`): {}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    let (status, _) = tokio::task::spawn_blocking(move || terminate(running))
+        .await
+        .unwrap();
+    assert!(status.success());
+}
