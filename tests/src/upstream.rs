@@ -5,6 +5,8 @@
 //! Routes:
 //! - `/data/{id}`: `{"id": id}` after the configured latency; fails with
 //!   503 (with `Retry-After` when set) at the configured rate or while down.
+//!   Ids starting `missing` get 404; ids starting `badjson` get a body
+//!   that does not parse.
 //! - `/status/{code}[?retry_after=S]`: that status, JSON body.
 //! - `/echo/…`: `{"path", "query", "authorization"}` as received.
 //! - `/reset`: closes the connection without answering.
@@ -223,6 +225,15 @@ async fn handle(
                     r.headers_mut()
                         .insert("retry-after", hyper::header::HeaderValue::from(after));
                 }
+                r
+            } else if id.starts_with("missing") {
+                json(404, serde_json::json!({"error": "no such data"}))
+            } else if id.starts_with("badjson") {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"{\"id\":")).boxed());
+                r.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
                 r
             } else {
                 json(200, serde_json::json!({"id": id}))

@@ -61,6 +61,10 @@ async fn postgres(name: &str) -> Database {
 }
 
 fn api(upstream: &Upstream, in_flight: usize) -> ApiClient {
+    api_recording(upstream, in_flight, &Registry::new())
+}
+
+fn api_recording(upstream: &Upstream, in_flight: usize, registry: &Registry) -> ApiClient {
     let mut c = UpstreamConfig::new("external", &upstream.base_url()).unwrap();
     c.retry_delay = Duration::from_millis(10);
     c.timeout = Duration::from_millis(500);
@@ -71,7 +75,7 @@ fn api(upstream: &Upstream, in_flight: usize) -> ApiClient {
         open_interval: Duration::from_secs(2),
         ..Default::default()
     };
-    ApiClient::with_limiter(c, Arc::new(Semaphore::new(in_flight)), &Registry::new()).unwrap()
+    ApiClient::with_limiter(c, Arc::new(Semaphore::new(in_flight)), registry).unwrap()
 }
 
 fn assert_envelope(reply: &Reply, status: u16, code: &str) {
@@ -275,7 +279,20 @@ async fn request_ids_are_echoed_or_generated() {
     assert_eq!(mine.header("x-request-id"), Some("client-id-1"));
     assert_eq!(mine.json()["request_id"], "client-id-1");
     let long = "x".repeat(129);
-    for bad in [long.as_str(), "has space", ""] {
+    let spaced = c
+        .send(
+            Method::GET,
+            "/healthz",
+            &[("x-request-id", "has space")],
+            "",
+        )
+        .await;
+    assert_eq!(
+        spaced.header("x-request-id"),
+        Some("has space"),
+        "space is printable ASCII"
+    );
+    for bad in [long.as_str(), "tab\there", ""] {
         let reply = c
             .send(Method::GET, "/healthz", &[("x-request-id", bad)], "")
             .await;
@@ -1033,4 +1050,85 @@ async fn https_with_a_certificate_from_pem_files() {
     );
     // Bad files are a clear error.
     assert!(sluice_http_server::tls_config(&key, &key).is_err());
+}
+
+#[tokio::test]
+async fn upstream_404_and_invalid_json_and_the_answer_cache() {
+    let upstream = Upstream::start().await.unwrap();
+    let mut rc = ConnectionConfig::from_url("cache", &services::redis_url()).unwrap();
+    rc.pool_size = 2;
+    let redis = RedisPool::open(&rc).await.unwrap();
+    let registry = Registry::new();
+    let cache = Cache::with_registry(redis, services::redis_prefix("answers"), &registry);
+    let config = ServerConfig {
+        external_cache_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let client = api_recording(&upstream, 10, &registry);
+    let state = AppState::build(
+        config,
+        sqlite("answers").await,
+        Some(cache),
+        Some(client),
+        registry,
+        None,
+    );
+    let server = start(state).await;
+    let c = &server.client;
+    assert_envelope(&c.get("/external-data/missing-1").await, 404, "not_found");
+    assert_envelope(
+        &c.get("/external-data/badjson-1").await,
+        502,
+        "upstream_error",
+    );
+    assert_eq!(
+        upstream.state.hits("/data/badjson-1"),
+        1,
+        "an invalid body is not retried"
+    );
+    // Answers are cached: the second read does not reach the upstream.
+    for _ in 0..3 {
+        assert_eq!(
+            c.get("/external-data/cached").await.json()["data"]["id"],
+            "cached"
+        );
+    }
+    assert_eq!(upstream.state.hits("/data/cached"), 1);
+    // Batch items name their own failures.
+    let reply = c
+        .post_json(
+            "/batch-external-data",
+            &json!(["ok-1", "missing-2", "badjson-2"]),
+        )
+        .await
+        .json();
+    let items = reply["data"].as_array().unwrap();
+    assert_eq!(
+        (
+            items[0]["status_code"].clone(),
+            items[1]["status_code"].clone()
+        ),
+        (json!(200), json!(404))
+    );
+    assert_eq!(items[1]["data"], serde_json::Value::Null);
+    assert!(
+        items[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    // And /io-metrics shows all three dependencies, without secrets.
+    let io = c.get("/io-metrics").await.json();
+    assert_eq!(io["database"]["answers"]["backend"], "sqlite");
+    assert_eq!(io["cache"]["cache"]["backend"], "redis");
+    assert!(io["cache"]["cache"]["hits"].as_u64().unwrap() >= 2, "{io}");
+    assert_eq!(io["api"]["external"]["circuit"], "closed");
+    assert!(
+        io["api"]["external"]["operations"]["read"]["count"]
+            .as_u64()
+            .unwrap()
+            >= 3,
+        "{io}"
+    );
+    assert!(io["api"]["external"]["operations"]["read"]["latency_ms"]["p99"].is_number());
 }

@@ -15,15 +15,15 @@ use tracing::Instrument;
 use crate::error::{AppError, REQUEST_ID};
 use crate::state::AppState;
 
-/// The client's `X-Request-Id` if it is printable ASCII of at most 128
-/// characters, else a new random one.
+/// The client's `X-Request-Id` if it is printable ASCII (space to `~`) of
+/// at most 128 characters, else a new random one.
 fn request_id(req: &Request) -> Arc<str> {
     let given = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| (0x20..=0x7e).contains(&b))
         });
     match given {
         Some(id) => Arc::from(id),

@@ -23,6 +23,8 @@ pub(crate) struct Inner {
     pub(crate) db: Database,
     pub(crate) cache: Option<Cache>,
     pub(crate) api: Option<ApiClient>,
+    /// Further named upstreams (`API_<NAME>_*`), reported in `/io-metrics`.
+    pub(crate) other_apis: Vec<ApiClient>,
     pub(crate) registry: Registry,
     pub(crate) prometheus: Option<PrometheusHandle>,
     pub(crate) concurrency: Arc<Semaphore>,
@@ -51,9 +53,28 @@ impl AppState {
                 db,
                 cache,
                 api,
+                other_apis: Vec::new(),
                 registry,
                 prometheus,
                 concurrency,
+            }),
+        }
+    }
+
+    /// Adds further named upstreams, reported in `/io-metrics` beside the
+    /// `external` one (no route proxies them).
+    pub fn with_other_upstreams(self, others: Vec<ApiClient>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                config: inner.config.clone(),
+                db: inner.db.clone(),
+                cache: inner.cache.clone(),
+                api: inner.api.clone(),
+                other_apis: others,
+                registry: inner.registry.clone(),
+                prometheus: inner.prometheus.clone(),
+                concurrency: inner.concurrency.clone(),
             }),
         }
     }

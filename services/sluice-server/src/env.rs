@@ -38,39 +38,63 @@ fn error(variable: &str, reason: impl Into<String>) -> ConfigError {
 
 /// Every variable the server reads, for `--help`.
 pub(crate) const VARIABLES: &str = "\
-Environment variables (all optional):
-  SLUICE_BIND                  listen address (default 127.0.0.1:8000)
-  SLUICE_DB_SQLITE_PATH        SQLite file when no PostgreSQL is configured (default sluice.db)
-  DATABASE_URL                 PostgreSQL URL (wins over DB_POSTGRES_*)
-  DB_POSTGRES_HOST, _PORT, _DATABASE, _USERNAME, _PASSWORD, _POOL_SIZE, _TIMEOUT
-                               PostgreSQL by parts; also _SSL, _SSL_CA, _PGBOUNCER, _COMMAND_TIMEOUT
-  REDIS_URL                    Redis URL (wins over REDIS_*); Redis is optional
-  REDIS_HOST, _PORT, _DATABASE, _POOL_SIZE, _TIMEOUT
-                               Redis by parts; also _CLUSTER_NODES, _SENTINEL_SERVICE, _SENTINEL_NODES
-  API_EXTERNAL_BASE_URL        the upstream proxied by /external-data (and any API_<NAME>_* group)
-  API_EXTERNAL_TIMEOUT, _SSL_VERIFY, _TOKEN, _HEADERS, _MAX_CONNECTIONS
-  API_EXTERNAL_CACHE_TTL       seconds to cache upstream answers in Redis (default 0: off)
-  IO_RETRY_ATTEMPTS            attempts for retried I/O (default 3)
-  IO_RETRY_DELAY               base retry delay, seconds (default 1.0)
-  IO_MAX_CONCURRENT_REQUESTS   upstream requests in flight, whole server (default 100)
-  IO_REQUEST_TIMEOUT           seconds a request may take (default 30)
-  IO_MAX_BATCH_SIZE            ids per batch request (default 1000)
-  SLUICE_MAX_BODY_BYTES        request body limit (default 1048576)
-  SLUICE_MAX_CONCURRENCY       requests handled at once before shedding load (default 1024)
-  SLUICE_AUTH_TOKENS           comma-separated bearer tokens (default: no auth)
-  SLUICE_USER_CACHE_TTL        seconds users stay cached in Redis (default 60)
-  SLUICE_SHUTDOWN_GRACE        seconds in-flight requests get on shutdown (default 30)
-  SLUICE_TLS_CERT, SLUICE_TLS_KEY
-                               PEM certificate chain and private key: serve HTTPS (both or neither)
-  RUST_LOG                     log filter (default info)";
+Environment variables (all optional; a bad value stops start-up naming it):
+  SLUICE_BIND                    listen address (default 127.0.0.1:8000)
+  SLUICE_DB_SQLITE_PATH          SQLite file when no PostgreSQL is configured (default sluice.db)
+  DATABASE_URL                   PostgreSQL URL; wins over the DB_POSTGRES_* parts
+  DB_POSTGRES_HOST               PostgreSQL host (setting it selects PostgreSQL)
+  DB_POSTGRES_PORT               port (default 5432)
+  DB_POSTGRES_DATABASE           database name
+  DB_POSTGRES_USERNAME           user
+  DB_POSTGRES_PASSWORD           password (never logged)
+  DB_POSTGRES_POOL_SIZE          most connections (default 10)
+  DB_POSTGRES_TIMEOUT            seconds to connect / wait for a connection (default 5)
+  DB_POSTGRES_SSL                disable, prefer, require (verified) (default disable)
+  DB_POSTGRES_SSL_CA             CA file for require
+  DB_POSTGRES_PGBOUNCER          true behind PgBouncer in transaction pooling
+  DB_POSTGRES_COMMAND_TIMEOUT    statement_timeout, seconds
+  REDIS_URL                      Redis URL (redis://, rediss://, redis-cluster://, redis-sentinel://); Redis is optional
+  REDIS_HOST                     Redis host (setting it enables the cache)
+  REDIS_PORT                     port (default 6379)
+  REDIS_DATABASE                 database number
+  REDIS_POOL_SIZE                clients (default 10)
+  REDIS_TIMEOUT                  seconds per command and to connect (default 1)
+  REDIS_CLUSTER_NODES            host:port,host:port of a Redis Cluster
+  REDIS_SENTINEL_SERVICE         with REDIS_SENTINEL_NODES: a primary found through Sentinel
+  API_EXTERNAL_BASE_URL          the upstream behind /external-data (any API_<NAME>_* group is read the same way)
+  API_EXTERNAL_TIMEOUT           seconds per attempt (default 30)
+  API_EXTERNAL_SSL_VERIFY        false to skip certificate checks (default true)
+  API_EXTERNAL_TOKEN             sent as Authorization: Bearer (never logged)
+  API_EXTERNAL_HEADERS           JSON object of headers sent with every request
+  API_EXTERNAL_MAX_CONNECTIONS   requests in flight to the upstream (default 100)
+  API_EXTERNAL_CACHE_TTL         seconds to cache upstream answers in Redis (default 0: off)
+  IO_RETRY_ATTEMPTS              attempts for retried I/O (default 3)
+  IO_RETRY_DELAY                 base retry delay, seconds (default 1.0)
+  IO_MAX_CONCURRENT_REQUESTS     upstream requests in flight, whole server (default 100)
+  IO_REQUEST_TIMEOUT             seconds a request may take (default 30)
+  IO_MAX_BATCH_SIZE              ids per batch request (default 1000)
+  SLUICE_MAX_BODY_BYTES          request body limit (default 1048576)
+  SLUICE_MAX_CONCURRENCY         requests handled at once before shedding load (default 1024)
+  SLUICE_AUTH_TOKENS             comma-separated bearer tokens (default: no auth)
+  SLUICE_USER_CACHE_TTL          seconds users stay cached in Redis (default 60)
+  SLUICE_SHUTDOWN_GRACE          seconds in-flight requests get on shutdown (default 30)
+  SLUICE_TLS_CERT                PEM certificate chain: serve HTTPS (with SLUICE_TLS_KEY)
+  SLUICE_TLS_KEY                 PEM private key
+  RUST_LOG                       log filter (default info)";
 
 /// Everything start-up needs.
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) bind: SocketAddr,
     pub(crate) database: ConnectionConfig,
+    /// The variable that configured the database, named if it is unreachable.
+    pub(crate) database_variable: &'static str,
     pub(crate) redis: Option<ConnectionConfig>,
+    /// The variable that configured Redis.
+    pub(crate) redis_variable: &'static str,
     pub(crate) upstream: Option<UpstreamConfig>,
+    /// Further `API_<NAME>_*` groups, by name.
+    pub(crate) other_upstreams: Vec<UpstreamConfig>,
     pub(crate) max_in_flight: usize,
     pub(crate) server: ServerConfig,
     /// Certificate chain and key files for HTTPS.
@@ -78,7 +102,10 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// `names` are the variables set (to find `API_<NAME>_BASE_URL`
+    /// groups); `lookup` reads one.
     pub(crate) fn from_lookup(
+        names: &[String],
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let get = |key: &str| {
@@ -130,6 +157,18 @@ impl Settings {
             c.database = Some(get("SLUICE_DB_SQLITE_PATH").unwrap_or_else(|| "sluice.db".into()));
             c
         };
+        let database_variable = if get("DATABASE_URL").is_some() {
+            "DATABASE_URL"
+        } else if get("DB_POSTGRES_HOST").is_some() {
+            "DB_POSTGRES_HOST"
+        } else {
+            "SLUICE_DB_SQLITE_PATH"
+        };
+        let redis_variable = if get("REDIS_URL").is_some() {
+            "REDIS_URL"
+        } else {
+            "REDIS_HOST"
+        };
         let redis = if get("REDIS_URL").is_some() || get("REDIS_HOST").is_some() {
             Some(
                 ConnectionConfig::from_env("redis", "REDIS", Kind::Redis, get)
@@ -138,6 +177,25 @@ impl Settings {
         } else {
             None
         };
+        let mut other_upstreams = Vec::new();
+        for name in names {
+            let Some(group) = name
+                .strip_prefix("API_")
+                .and_then(|n| n.strip_suffix("_BASE_URL"))
+            else {
+                continue;
+            };
+            if group.is_empty() || group == "EXTERNAL" {
+                continue;
+            }
+            if let Some(config) = UpstreamConfig::from_env(group, get).map_err(|e| ConfigError {
+                variable: e.field,
+                reason: e.reason,
+            })? {
+                other_upstreams.push(config);
+            }
+        }
+        other_upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         let upstream = UpstreamConfig::from_env("external", get).map_err(|e| ConfigError {
             variable: e.field,
             reason: e.reason,
@@ -198,8 +256,11 @@ impl Settings {
         Ok(Self {
             bind,
             database,
+            database_variable,
             redis,
+            redis_variable,
             upstream,
+            other_upstreams,
             max_in_flight: whole("IO_MAX_CONCURRENT_REQUESTS", 100)?,
             server,
             tls,
@@ -247,7 +308,25 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Settings::from_lookup(&move |k: &str| map.get(k).cloned())
+        let names: Vec<String> = map.keys().cloned().collect();
+        Settings::from_lookup(&names, &move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn further_api_groups_are_read_and_checked() {
+        let s = settings(&[
+            ("API_INTERNAL_BASE_URL", "http://10.0.0.1:9000"),
+            ("API_BILLING_BASE_URL", "https://billing.example.com"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = s.other_upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["billing", "internal"]);
+        let err = settings(&[
+            ("API_INTERNAL_BASE_URL", "http://x"),
+            ("API_INTERNAL_TIMEOUT", "never"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "API_INTERNAL_TIMEOUT");
     }
 
     #[test]

@@ -78,13 +78,17 @@ async fn main() -> ExitCode {
     init_logging(flags.log_format);
     // One process-wide rustls provider (ring), before anything builds TLS.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut settings = match env::Settings::from_lookup(&|key: &str| std::env::var(key).ok()) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("sluice-server: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let mut settings =
+        match env::Settings::from_lookup(&names, &|key: &str| std::env::var(key).ok()) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("sluice-server: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
     if let Some(bind) = flags.bind {
         settings.bind = bind;
     }

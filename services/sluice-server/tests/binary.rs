@@ -183,7 +183,7 @@ fn an_unreachable_database_stops_start_up_without_its_password() {
     assert_eq!(out.status.code(), Some(69), "{stderr}");
     let last = stderr.trim().lines().last().unwrap();
     assert!(
-        last.starts_with("sluice-server: opening the database"),
+        last.starts_with("sluice-server: DATABASE_URL: cannot open the database"),
         "{stderr}"
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
@@ -327,4 +327,40 @@ async fn metrics_pass_promtool_and_the_openapi_document_validates() {
         .await
         .unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn help_lists_every_variable() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for variable in [
+        "DB_POSTGRES_HOST",
+        "DB_POSTGRES_PASSWORD",
+        "DB_POSTGRES_POOL_SIZE",
+        "DB_POSTGRES_TIMEOUT",
+        "API_EXTERNAL_BASE_URL",
+        "API_EXTERNAL_TIMEOUT",
+        "API_EXTERNAL_SSL_VERIFY",
+        "REDIS_HOST",
+        "REDIS_POOL_SIZE",
+        "IO_RETRY_ATTEMPTS",
+        "IO_RETRY_DELAY",
+        "IO_MAX_CONCURRENT_REQUESTS",
+        "IO_REQUEST_TIMEOUT",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SLUICE_BIND",
+        "SLUICE_DB_SQLITE_PATH",
+        "SLUICE_MAX_BODY_BYTES",
+        "SLUICE_AUTH_TOKENS",
+        "SLUICE_USER_CACHE_TTL",
+        "API_EXTERNAL_CACHE_TTL",
+        "IO_MAX_BATCH_SIZE",
+        "SLUICE_SHUTDOWN_GRACE",
+        "--bind",
+        "--log-format",
+    ] {
+        assert!(help.contains(variable), "{variable} missing from --help");
+    }
 }

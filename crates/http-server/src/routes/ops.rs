@@ -62,7 +62,7 @@ pub(crate) async fn io_metrics(State(state): State<AppState>) -> Response {
         );
     }
     let mut api = BTreeMap::new();
-    if let Some(client) = &inner.api {
+    for client in inner.api.iter().chain(&inner.other_apis) {
         api.insert(
             client.name().to_owned(),
             json!({
