@@ -219,6 +219,20 @@ impl ConnectionConfig {
         Ok(())
     }
 
+    /// The policy for opening the pool: `retry_attempts` tries, backoff
+    /// from `retry_delay`, each try bounded by `connect_timeout`.
+    pub(crate) fn connect_policy(&self) -> Result<sluice_retry::Policy> {
+        sluice_retry::Policy::builder()
+            .attempts(self.retry_attempts)
+            .base_delay(self.retry_delay)
+            .attempt_timeout(self.connect_timeout)
+            .no_deadline()
+            .no_breaker()
+            .no_budget()
+            .build()
+            .map_err(|e| Error::config("retry", e.to_string()))
+    }
+
     /// A description safe to log: backend, host, port and database, never
     /// credentials.
     pub fn describe(&self) -> String {

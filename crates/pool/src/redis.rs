@@ -8,7 +8,6 @@ use fred::clients::Pool;
 use fred::interfaces::ClientLike;
 use fred::types::config::{Config, ReconnectPolicy, ServerConfig, TlsConnector};
 use sluice_metrics::PoolMetrics;
-use sluice_retry::Policy;
 
 use crate::config::{ConnectionConfig, Kind, RedisTopology, TlsMode};
 use crate::error::{ConnectError, Error, Result};
@@ -73,15 +72,7 @@ impl RedisPool {
             .map_err(|e| Error::config("redis", e.details().to_owned()))?;
         pool.prefer_connected(true);
         let metrics = PoolMetrics::new(&config.name);
-        let policy = Policy::builder()
-            .attempts(config.retry_attempts)
-            .base_delay(config.retry_delay)
-            .attempt_timeout(config.connect_timeout)
-            .no_deadline()
-            .no_breaker()
-            .no_budget()
-            .build()
-            .map_err(|e| Error::config("retry", e.to_string()))?;
+        let policy = config.connect_policy()?;
         let connected = policy
             .run(|_| async {
                 let result = async {

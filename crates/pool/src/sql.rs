@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_metrics::PoolMetrics;
-use sluice_retry::{BreakerConfig, CircuitBreaker, Policy, Window};
+use sluice_retry::{BreakerConfig, CircuitBreaker, Window};
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
@@ -66,15 +66,7 @@ impl SqlPool {
     pub async fn open(config: &ConnectionConfig) -> Result<Self> {
         config.validate()?;
         let metrics = PoolMetrics::new(&config.name);
-        let policy = Policy::builder()
-            .attempts(config.retry_attempts)
-            .base_delay(config.retry_delay)
-            .attempt_timeout(config.connect_timeout)
-            .no_deadline()
-            .no_breaker()
-            .no_budget()
-            .build()
-            .map_err(|e| Error::config("retry", e.to_string()))?;
+        let policy = config.connect_policy()?;
         let driver = match config.kind {
             Kind::Postgres => {
                 let options = postgres_options(config)?;
