@@ -113,7 +113,12 @@ type ResponseBody = BoxBody<Bytes, Infallible>;
 impl Upstream {
     /// Starts on a free port of 127.0.0.1.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?).await
+    }
+
+    /// Starts on `addr` (a loopback address: this is a test server).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             latency_ms: AtomicU64::new(0),

@@ -17,7 +17,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "retry" => retry()?,
             "db" => db()?,
             "api-client" => api_client()?,
-            other => bail!("unknown benchmark `{other}`; known: metrics, retry, db, api-client"),
+            "server" => crate::load::run()?,
+            other => bail!("unknown benchmark `{other}`; known: metrics, retry, db, api-client, server"),
         }
     }
     Ok(())

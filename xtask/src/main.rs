@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod layers;
+mod load;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +27,9 @@ commands:
   bench [NAME…]      benchmarks quoted in the docs: `metrics` (recording
                      cost), `retry` (outage simulation + policy overhead),
                      `db` (sluice-db vs sqlx on a provisioned PostgreSQL),
-                     `api-client` (vs bare hyper-util; batch vs its floor)
+                     `api-client` (vs bare hyper-util; batch vs its floor),
+                     `server` (the release server under wrk, W1–W5, beside
+                     references; SLUICE_BENCH_SECONDS, SLUICE_BENCH_STEADY_SECONDS)
 ";
 
 fn main() -> Result<()> {
