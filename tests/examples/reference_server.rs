@@ -18,22 +18,31 @@ use sqlx::postgres::PgPoolOptions;
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-async fn handle(pool: sqlx::PgPool, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    pool: sqlx::PgPool,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.method() == hyper::Method::GET
-        && let Some(id) = path.strip_prefix("/users/").and_then(|id| id.parse::<i64>().ok())
+        && let Some(id) = path
+            .strip_prefix("/users/")
+            .and_then(|id| id.parse::<i64>().ok())
     {
-        let row: Result<Option<(i64, String, String, String, chrono::DateTime<chrono::Utc>)>, _> = sqlx::query_as(
-            "SELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at \
+        let row: Result<Option<(i64, String, String, String, chrono::DateTime<chrono::Utc>)>, _> =
+            sqlx::query_as(
+                "SELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at \
              FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&pool)
-        .await;
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await;
         return Ok(match row {
             Ok(Some((id, name, email, bio, created))) => reply(
                 StatusCode::OK,
@@ -59,18 +68,26 @@ async fn handle(pool: sqlx::PgPool, req: Request<Incoming>) -> Result<Response<F
         );
         let created = async {
             let mut tx = pool.begin().await?;
-            let (id,): (i64,) = sqlx::query_as("INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id")
-                .bind(&name)
-                .bind(&email)
-                .fetch_one(&mut *tx)
+            let (id,): (i64,) =
+                sqlx::query_as("INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id")
+                    .bind(&name)
+                    .bind(&email)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            sqlx::query("INSERT INTO profiles (user_id, bio) VALUES ($1, $2)")
+                .bind(id)
+                .bind(&bio)
+                .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO profiles (user_id, bio) VALUES ($1, $2)").bind(id).bind(&bio).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok::<i64, sqlx::Error>(id)
         }
         .await;
         return Ok(match created {
-            Ok(id) => reply(StatusCode::CREATED, format!("{{\"success\":true,\"user_id\":{id}}}")),
+            Ok(id) => reply(
+                StatusCode::CREATED,
+                format!("{{\"success\":true,\"user_id\":{id}}}"),
+            ),
             Err(_) => reply(StatusCode::CONFLICT, "{\"success\":false}".into()),
         });
     }
@@ -83,7 +100,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let pool_size: u32 = args.next().and_then(|p| p.parse().ok()).unwrap_or(10);
     let url = std::env::var("DATABASE_URL")?;
-    let pool = PgPoolOptions::new().max_connections(pool_size).min_connections(1).connect(&url).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .min_connections(1)
+        .connect(&url)
+        .await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {
@@ -92,7 +113,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pool = pool.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(pool.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

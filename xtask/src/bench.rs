@@ -18,7 +18,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "db" => db()?,
             "api-client" => api_client()?,
             "server" => crate::load::run()?,
-            other => bail!("unknown benchmark `{other}`; known: metrics, retry, db, api-client, server"),
+            other => {
+                bail!("unknown benchmark `{other}`; known: metrics, retry, db, api-client, server")
+            }
         }
     }
     Ok(())

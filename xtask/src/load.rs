@@ -41,7 +41,8 @@ impl Drop for Proc {
 impl Proc {
     /// Peak resident memory (VmHWM) in MiB, from /proc.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -52,7 +53,8 @@ impl Proc {
 
     /// Current resident memory (VmRSS) in MiB.
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -63,7 +65,11 @@ impl Proc {
 }
 
 fn require(binary: &str, install: &str) -> Result<()> {
-    let found = Command::new("sh").args(["-c", &format!("command -v {binary}")]).stdout(Stdio::null()).status()?.success();
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .stdout(Stdio::null())
+        .status()?
+        .success();
     if !found {
         bail!("`{binary}` is needed for `cargo xtask bench server`; install it with `{install}`");
     }
@@ -76,7 +82,8 @@ fn wait_ready(port: u16, path: &str, timeout: Duration) -> Result<Duration> {
     while started.elapsed() < timeout {
         if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-            let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
             if stream.write_all(request.as_bytes()).is_ok() {
                 let mut head = [0u8; 16];
                 if stream.read(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") {
@@ -96,15 +103,23 @@ fn release_bin(name: &str) -> PathBuf {
 fn spawn(program: &Path, args: &[&str], env: &[(&str, String)], log: &Path) -> Result<Proc> {
     let log = std::fs::File::create(log)?;
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Ok(Proc(cmd.spawn().with_context(|| format!("cannot start {}", program.display()))?))
+    Ok(Proc(cmd.spawn().with_context(|| {
+        format!("cannot start {}", program.display())
+    })?))
 }
 
 fn psql(url: &str, sql: &str) -> Result<()> {
-    let status = Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).stdout(Stdio::null()).status()?;
+    let status = Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .stdout(Stdio::null())
+        .status()?;
     if !status.success() {
         bail!("psql failed: {sql}");
     }
@@ -134,7 +149,17 @@ fn script(dir: &Path, name: &str, request: &str) -> Result<PathBuf> {
 fn wrk(port: u16, script: &Path, connections: u32, seconds: u64) -> Result<Run> {
     let threads = connections.clamp(1, 2).to_string();
     let out = Command::new("wrk")
-        .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--timeout", "10s", "-s"])
+        .args([
+            "-t",
+            &threads,
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--timeout",
+            "10s",
+            "-s",
+        ])
         .arg(script)
         .arg(format!("http://127.0.0.1:{port}"))
         .output()
@@ -143,12 +168,27 @@ fn wrk(port: u16, script: &Path, connections: u32, seconds: u64) -> Result<Run> 
     let line = text
         .lines()
         .find(|l| l.starts_with("SLUICE_RESULT"))
-        .with_context(|| format!("wrk printed no result: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
-    let n: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        .with_context(|| {
+            format!(
+                "wrk printed no result: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let n: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     if n.len() != 6 {
         bail!("unexpected wrk result line: {line}");
     }
-    Ok(Run { rps: n[0] / (n[1] / 1e6), p50_ms: n[2] / 1e3, p99_ms: n[3] / 1e3, p999_ms: n[4] / 1e3, errors: n[5] as u64 })
+    Ok(Run {
+        rps: n[0] / (n[1] / 1e6),
+        p50_ms: n[2] / 1e3,
+        p99_ms: n[3] / 1e3,
+        p999_ms: n[4] / 1e3,
+        errors: n[5] as u64,
+    })
 }
 
 fn row(name: &str, run: &Run, rss: f64, reference: &str, verdict: &str) -> String {
@@ -163,34 +203,76 @@ fn check(ok: bool) -> &'static str {
 }
 
 pub(crate) fn run() -> Result<()> {
-    for (binary, install) in [("wrk", "apt-get install -y wrk"), ("psql", "apt-get install -y postgresql-client"), ("pgbench", "apt-get install -y postgresql-contrib"), ("redis-benchmark", "apt-get install -y redis-tools")] {
+    for (binary, install) in [
+        ("wrk", "apt-get install -y wrk"),
+        ("psql", "apt-get install -y postgresql-client"),
+        ("pgbench", "apt-get install -y postgresql-contrib"),
+        ("redis-benchmark", "apt-get install -y redis-tools"),
+    ] {
         require(binary, install)?;
     }
     let plan = Plan {
-        seconds: std::env::var("SLUICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10),
+        seconds: std::env::var("SLUICE_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
         connections: 64,
     };
     crate::run_step(
         "cargo build --release (server, reference, upstream)",
-        crate::cargo().args(["build", "--release", "-p", "sluice-server", "-p", "sluice-tests", "--examples", "--bins"]),
+        crate::cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "sluice-server",
+            "-p",
+            "sluice-tests",
+            "--examples",
+            "--bins",
+        ]),
     )?;
     let services = crate::test::Services::provision()?;
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let base = services.database_url.trim_end_matches("/postgres").to_owned();
+    let base = services
+        .database_url
+        .trim_end_matches("/postgres")
+        .to_owned();
     for db in ["sluice_bench", "reference_bench"] {
-        psql(&services.database_url, &format!("DROP DATABASE IF EXISTS {db}"))?;
+        psql(
+            &services.database_url,
+            &format!("DROP DATABASE IF EXISTS {db}"),
+        )?;
         psql(&services.database_url, &format!("CREATE DATABASE {db}"))?;
     }
-    let (sluice_db, reference_db) = (format!("{base}/sluice_bench"), format!("{base}/reference_bench"));
-    let migration = std::fs::read_to_string(crate::project_root().join("crates/db/migrations/postgres/0001_users_profiles.sql"))?;
+    let (sluice_db, reference_db) = (
+        format!("{base}/sluice_bench"),
+        format!("{base}/reference_bench"),
+    );
+    let migration = std::fs::read_to_string(
+        crate::project_root().join("crates/db/migrations/postgres/0001_users_profiles.sql"),
+    )?;
     psql(&reference_db, &migration)?;
 
     // Upstreams: 0 ms and 20 ms.
     let (up0, up20) = (free_port()?, free_port()?);
-    let example = |name: &str| crate::project_root().join("target/release/examples").join(name);
-    let _up0 = spawn(&example("bench_upstream"), &[&up0.to_string(), "0"], &[], &dir.join("up0.log"))?;
-    let _up20 = spawn(&example("bench_upstream"), &[&up20.to_string(), "20"], &[], &dir.join("up20.log"))?;
+    let example = |name: &str| {
+        crate::project_root()
+            .join("target/release/examples")
+            .join(name)
+    };
+    let _up0 = spawn(
+        &example("bench_upstream"),
+        &[&up0.to_string(), "0"],
+        &[],
+        &dir.join("up0.log"),
+    )?;
+    let _up20 = spawn(
+        &example("bench_upstream"),
+        &[&up20.to_string(), "20"],
+        &[],
+        &dir.join("up20.log"),
+    )?;
     wait_ready(up0, "/data/ready", Duration::from_secs(10))?;
     wait_ready(up20, "/data/ready", Duration::from_secs(10))?;
 
@@ -201,7 +283,13 @@ pub(crate) fn run() -> Result<()> {
         let server = spawn(
             &release_bin("sluice-server"),
             &[],
-            &[("SLUICE_BIND", format!("127.0.0.1:{port}")), ("SLUICE_DB_SQLITE_PATH", dir.join(format!("start{i}.db")).display().to_string())],
+            &[
+                ("SLUICE_BIND", format!("127.0.0.1:{port}")),
+                (
+                    "SLUICE_DB_SQLITE_PATH",
+                    dir.join(format!("start{i}.db")).display().to_string(),
+                ),
+            ],
             &dir.join("startup.log"),
         )?;
         startups.push(wait_ready(port, "/readyz", Duration::from_secs(10))?);
@@ -215,7 +303,10 @@ pub(crate) fn run() -> Result<()> {
             ("SLUICE_BIND", format!("127.0.0.1:{port}")),
             ("DATABASE_URL", sluice_db.clone()),
             ("DB_POSTGRES_POOL_SIZE", "10".to_owned()),
-            ("API_EXTERNAL_BASE_URL", format!("http://127.0.0.1:{upstream}")),
+            (
+                "API_EXTERNAL_BASE_URL",
+                format!("http://127.0.0.1:{upstream}"),
+            ),
             ("RUST_LOG", "warn".to_owned()),
         ];
         if redis {
@@ -225,14 +316,26 @@ pub(crate) fn run() -> Result<()> {
     };
     let seeds = "INSERT INTO users (name, email) SELECT 'user ' || g, 'u' || g || '@bench.local' FROM generate_series(1, 10000) g; \
                  INSERT INTO profiles (user_id, bio) SELECT id, 'bio' FROM users";
-    let get_user = script(&dir, "get_user", "  return wrk.format(\"GET\", \"/users/\" .. math.random(1, 10000))")?;
+    let get_user = script(
+        &dir,
+        "get_user",
+        "  return wrk.format(\"GET\", \"/users/\" .. math.random(1, 10000))",
+    )?;
     let post_user = script(
         &dir,
         "post_user",
         "  return wrk.format(\"POST\", \"/users\", {[\"Content-Type\"] = \"application/json\"},\n    '{\"name\":\"b\",\"email\":\"w3-' .. tid .. '-' .. counter .. '@bench.local\"}')",
     )?;
-    let get_external = script(&dir, "get_external", "  return wrk.format(\"GET\", \"/external-data/\" .. math.random(1, 100000000))")?;
-    let get_direct = script(&dir, "get_direct", "  return wrk.format(\"GET\", \"/data/\" .. math.random(1, 100000000))")?;
+    let get_external = script(
+        &dir,
+        "get_external",
+        "  return wrk.format(\"GET\", \"/external-data/\" .. math.random(1, 100000000))",
+    )?;
+    let get_direct = script(
+        &dir,
+        "get_direct",
+        "  return wrk.format(\"GET\", \"/data/\" .. math.random(1, 100000000))",
+    )?;
     let batch = script(
         &dir,
         "batch",
@@ -247,19 +350,43 @@ pub(crate) fn run() -> Result<()> {
 
     // W1 and W3 against sluice (no cache) and the bare reference.
     let port = free_port()?;
-    let server = spawn(&release_bin("sluice-server"), &[], &server_env(port, false, up0), &dir.join("w1.log"))?;
+    let server = spawn(
+        &release_bin("sluice-server"),
+        &[],
+        &server_env(port, false, up0),
+        &dir.join("w1.log"),
+    )?;
     wait_ready(port, "/readyz", Duration::from_secs(20))?;
     psql(&sluice_db, seeds)?;
     psql(&reference_db, seeds)?;
     let ref_port = free_port()?;
-    let reference = spawn(&example("reference_server"), &[&ref_port.to_string(), "10"], &[("DATABASE_URL", reference_db.clone())], &dir.join("ref.log"))?;
+    let reference = spawn(
+        &example("reference_server"),
+        &[&ref_port.to_string(), "10"],
+        &[("DATABASE_URL", reference_db.clone())],
+        &dir.join("ref.log"),
+    )?;
     wait_ready(ref_port, "/users/1", Duration::from_secs(20))?;
     let w1 = wrk(port, &get_user, c, s)?;
     let r1 = wrk(ref_port, &get_user, c, s)?;
     let pgbench_script = dir.join("point.sql");
-    std::fs::write(&pgbench_script, "\\set id random(1, 10000)\nSELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = :id;\n")?;
+    std::fs::write(
+        &pgbench_script,
+        "\\set id random(1, 10000)\nSELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = :id;\n",
+    )?;
     let pg = Command::new("pgbench")
-        .args(["-n", "-M", "prepared", "-c", "10", "-j", "2", "-T", &s.to_string(), "-f"])
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            "10",
+            "-j",
+            "2",
+            "-T",
+            &s.to_string(),
+            "-f",
+        ])
         .arg(&pgbench_script)
         .arg(&sluice_db)
         .output()?;
@@ -283,7 +410,13 @@ pub(crate) fn run() -> Result<()> {
         "W3 POST /users",
         &w3,
         server.peak_rss_mib(),
-        &format!("bare hyper+sqlx {:.0} req/s, p99 {:.2} ms ({:.2}×, p99 {:.2}×)", r3.rps, r3.p99_ms, w3.rps / r3.rps, w3.p99_ms / r3.p99_ms),
+        &format!(
+            "bare hyper+sqlx {:.0} req/s, p99 {:.2} ms ({:.2}×, p99 {:.2}×)",
+            r3.rps,
+            r3.p99_ms,
+            w3.rps / r3.rps,
+            w3.p99_ms / r3.p99_ms
+        ),
         check(w3.rps >= 0.9 * r3.rps && w3.p99_ms <= 1.2 * r3.p99_ms),
     ));
     drop(reference);
@@ -291,12 +424,35 @@ pub(crate) fn run() -> Result<()> {
 
     // W2 with the Redis cache, against redis-benchmark GET.
     let port = free_port()?;
-    let server = spawn(&release_bin("sluice-server"), &[], &server_env(port, true, up0), &dir.join("w2.log"))?;
+    let server = spawn(
+        &release_bin("sluice-server"),
+        &[],
+        &server_env(port, true, up0),
+        &dir.join("w2.log"),
+    )?;
     wait_ready(port, "/readyz", Duration::from_secs(20))?;
     let _warm = wrk(port, &get_user, c, 2)?;
     let w2 = wrk(port, &get_user, c, s)?;
-    let redis_port = services.redis_url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or("6379").to_owned();
-    let rb = Command::new("redis-benchmark").args(["-p", &redis_port, "-t", "get", "-n", "200000", "-c", "64", "-q"]).output()?;
+    let redis_port = services
+        .redis_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("6379")
+        .to_owned();
+    let rb = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &redis_port,
+            "-t",
+            "get",
+            "-n",
+            "200000",
+            "-c",
+            "64",
+            "-q",
+        ])
+        .output()?;
     let rb_text = String::from_utf8_lossy(&rb.stdout).replace('\r', "\n");
     let redis_rps = rb_text
         .lines()
@@ -309,7 +465,10 @@ pub(crate) fn run() -> Result<()> {
         "W2 GET /users/{id}, Redis cache on",
         &w2,
         server.peak_rss_mib(),
-        &format!("redis-benchmark GET {redis_rps:.0} req/s; W2/W1 = {:.2}×", w2.rps / w1.rps),
+        &format!(
+            "redis-benchmark GET {redis_rps:.0} req/s; W2/W1 = {:.2}×",
+            w2.rps / w1.rps
+        ),
         check(w2.rps >= w1.rps),
     ));
     drop(server);
@@ -317,23 +476,42 @@ pub(crate) fn run() -> Result<()> {
     // W4 with 0 ms and 20 ms upstreams, against wrk straight at them.
     for (upstream, label) in [(up0, "0 ms"), (up20, "20 ms")] {
         let port = free_port()?;
-        let server = spawn(&release_bin("sluice-server"), &[], &server_env(port, false, upstream), &dir.join("w4.log"))?;
+        let server = spawn(
+            &release_bin("sluice-server"),
+            &[],
+            &server_env(port, false, upstream),
+            &dir.join("w4.log"),
+        )?;
         wait_ready(port, "/readyz", Duration::from_secs(20))?;
         let w4 = wrk(port, &get_external, c, s)?;
         let direct = wrk(upstream, &get_direct, c, s)?;
-        let goal = if upstream == up0 { check(w4.rps >= 0.8 * direct.rps) } else { "–" };
+        let goal = if upstream == up0 {
+            check(w4.rps >= 0.8 * direct.rps)
+        } else {
+            "–"
+        };
         table.push(row(
             &format!("W4 GET /external-data/{{id}}, {label} upstream"),
             &w4,
             server.peak_rss_mib(),
-            &format!("upstream direct {:.0} req/s, p99 {:.2} ms ({:.2}×)", direct.rps, direct.p99_ms, w4.rps / direct.rps),
+            &format!(
+                "upstream direct {:.0} req/s, p99 {:.2} ms ({:.2}×)",
+                direct.rps,
+                direct.p99_ms,
+                w4.rps / direct.rps
+            ),
             goal,
         ));
     }
 
     // W5: batches of 100 ids against the 20 ms upstream.
     let port = free_port()?;
-    let server = spawn(&release_bin("sluice-server"), &[], &server_env(port, false, up20), &dir.join("w5.log"))?;
+    let server = spawn(
+        &release_bin("sluice-server"),
+        &[],
+        &server_env(port, false, up20),
+        &dir.join("w5.log"),
+    )?;
     wait_ready(port, "/readyz", Duration::from_secs(20))?;
     let single = wrk(port, &batch, 1, s)?;
     table.push(row(
@@ -349,15 +527,26 @@ pub(crate) fn run() -> Result<()> {
         "W5 batch of 100, 8 concurrent",
         &eight,
         server.peak_rss_mib(),
-        &format!("floor {floor:.0} batches/s (cap 100 ÷ (100 × 20 ms)); {:.2}× of it", eight.rps / floor),
+        &format!(
+            "floor {floor:.0} batches/s (cap 100 ÷ (100 × 20 ms)); {:.2}× of it",
+            eight.rps / floor
+        ),
         check(eight.rps >= 0.85 * floor),
     ));
     drop(server);
 
     // Memory over a steady run: RSS after the first minute vs at the end.
-    let steady_secs: u64 = std::env::var("SLUICE_BENCH_STEADY_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let steady_secs: u64 = std::env::var("SLUICE_BENCH_STEADY_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let port = free_port()?;
-    let server = spawn(&release_bin("sluice-server"), &[], &server_env(port, false, up0), &dir.join("steady.log"))?;
+    let server = spawn(
+        &release_bin("sluice-server"),
+        &[],
+        &server_env(port, false, up0),
+        &dir.join("steady.log"),
+    )?;
     wait_ready(port, "/readyz", Duration::from_secs(20))?;
     let first = steady_secs.min(60);
     wrk(port, &get_user, c, first)?;
@@ -368,14 +557,23 @@ pub(crate) fn run() -> Result<()> {
     let at_end = server.rss_mib();
     drop(server);
 
-    println!("\n## Sluice server benchmark ({} s per run, {} connections, wrk; {} cores)\n", s, c, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "\n## Sluice server benchmark ({} s per run, {} connections, wrk; {} cores)\n",
+        s,
+        c,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     for line in &table {
         println!("{line}");
     }
     println!();
     println!("| measure | value | goal |");
     println!("| --- | ---: | --- |");
-    println!("| start-up to ready on SQLite (median of 5) | {:.0} ms | ≤ 300 ms: {} |", startup.as_secs_f64() * 1000.0, check(startup <= Duration::from_millis(300)));
+    println!(
+        "| start-up to ready on SQLite (median of 5) | {:.0} ms | ≤ 300 ms: {} |",
+        startup.as_secs_f64() * 1000.0,
+        check(startup <= Duration::from_millis(300))
+    );
     println!(
         "| RSS after {first} s / after {steady_secs} s of W1 | {after_first:.1} / {at_end:.1} MiB ({:+.1}%) | within 5%: {} |",
         (at_end / after_first - 1.0) * 100.0,

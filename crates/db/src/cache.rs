@@ -81,7 +81,8 @@ impl Cache {
         &self,
         command: impl Future<Output = fred::prelude::FredResult<T>>,
     ) -> Result<T, CacheError> {
-        match tokio::time::timeout(self.timeout, command).await {
+        // Boxed: fred's command futures are large (see SqlPool::acquire).
+        match tokio::time::timeout(self.timeout, Box::pin(command)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(CacheError::Unavailable(Some(e))),
             Err(_) => Err(CacheError::Unavailable(None)),

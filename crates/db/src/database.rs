@@ -58,7 +58,12 @@ impl Database {
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(executor::fetch_all(conn_of(&mut conn)?, prepared, persistent).await?)
+                Ok(Box::pin(executor::fetch_all(
+                    conn_of(&mut conn)?,
+                    prepared,
+                    persistent,
+                ))
+                .await?)
             })
             .await
     }
@@ -85,7 +90,12 @@ impl Database {
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(executor::fetch_optional(conn_of(&mut conn)?, prepared, persistent).await?)
+                Ok(Box::pin(executor::fetch_optional(
+                    conn_of(&mut conn)?,
+                    prepared,
+                    persistent,
+                ))
+                .await?)
             })
             .await
     }
@@ -104,7 +114,12 @@ impl Database {
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(executor::fetch_json(conn_of(&mut conn)?, prepared, persistent).await?)
+                Ok(Box::pin(executor::fetch_json(
+                    conn_of(&mut conn)?,
+                    prepared,
+                    persistent,
+                ))
+                .await?)
             })
             .await
     }
@@ -116,7 +131,7 @@ impl Database {
         self.metrics
             .timed(OpKind::Execute, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(executor::execute(conn_of(&mut conn)?, prepared, persistent).await?)
+                Ok(Box::pin(executor::execute(conn_of(&mut conn)?, prepared, persistent)).await?)
             })
             .await
     }

@@ -60,7 +60,7 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Query, async {
-                Ok(executor::fetch_all(self.conn(), prepared, persistent).await?)
+                Ok(Box::pin(executor::fetch_all(self.conn(), prepared, persistent)).await?)
             })
             .await
     }
@@ -86,7 +86,7 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Query, async {
-                Ok(executor::fetch_optional(self.conn(), prepared, persistent).await?)
+                Ok(Box::pin(executor::fetch_optional(self.conn(), prepared, persistent)).await?)
             })
             .await
     }
@@ -101,7 +101,7 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Query, async {
-                Ok(executor::fetch_json(self.conn(), prepared, persistent).await?)
+                Ok(Box::pin(executor::fetch_json(self.conn(), prepared, persistent)).await?)
             })
             .await
     }
@@ -112,7 +112,7 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Execute, async {
-                Ok(executor::execute(self.conn(), prepared, persistent).await?)
+                Ok(Box::pin(executor::execute(self.conn(), prepared, persistent)).await?)
             })
             .await
     }

@@ -31,8 +31,10 @@ fn request_id(req: &Request) -> Arc<str> {
     }
 }
 
-/// Outermost layer: gives the request its id, span, limits and timeout,
-/// and writes one access-log line and one metric per request.
+/// The one middleware layer (one layer: each axum layer boxes and moves
+/// the request's future again): gives the request its id and span, checks
+/// the declared body size and the bearer token, sheds load, applies the
+/// request timeout, and writes one access-log line and one metric.
 pub(crate) async fn context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let method = req.method().clone();
@@ -58,6 +60,9 @@ pub(crate) async fn context(State(state): State<AppState>, req: Request, next: N
                 )
                 .into_response();
             }
+            if !authorized(&state, &req) {
+                return unauthorized();
+            }
             // Shed load rather than queue without bound.
             let Ok(_permit) = state.inner.concurrency.clone().try_acquire_owned() else {
                 return AppError::unavailable("overloaded", "the server is at capacity", 1)
@@ -82,13 +87,14 @@ pub(crate) async fn context(State(state): State<AppState>, req: Request, next: N
     response
 }
 
-/// Requires `Authorization: Bearer <token>` when tokens are configured,
-/// except on the health and metrics routes. Tokens compare in constant time.
-pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Whether the request may pass: always when no tokens are configured and
+/// on the health and metrics routes, else with `Authorization: Bearer
+/// <token>` naming a configured token (compared in constant time, every
+/// token checked so the time does not say which one matched).
+fn authorized(state: &AppState, req: &Request) -> bool {
     let tokens = &state.inner.config.auth_tokens;
-    let open = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
-    if tokens.is_empty() || open {
-        return next.run(req).await;
+    if tokens.is_empty() || matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return true;
     }
     let presented = req
         .headers()
@@ -96,15 +102,14 @@ pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::as_bytes);
-    let accepted = presented.is_some_and(|given| {
-        // Check every token, so the time does not say which one matched.
+    presented.is_some_and(|given| {
         tokens.iter().fold(false, |found, token| {
             found | bool::from(token.expose().as_bytes().ct_eq(given))
         })
-    });
-    if accepted {
-        return next.run(req).await;
-    }
+    })
+}
+
+fn unauthorized() -> Response {
     let mut response = AppError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",

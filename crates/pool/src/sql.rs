@@ -174,9 +174,12 @@ impl SqlPool {
             })?;
         inner.waiting.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        // sqlx's acquire future embeds the whole connect path (TLS
+        // included) and is tens of kilobytes: boxed, every future that
+        // awaits this one stays small and cheap to move.
         let result = match &inner.driver {
-            Driver::Postgres(pool) => pool.acquire().await.map(SqlConnection::Postgres),
-            Driver::Sqlite(pool) => pool.acquire().await.map(SqlConnection::Sqlite),
+            Driver::Postgres(pool) => Box::pin(pool.acquire()).await.map(SqlConnection::Postgres),
+            Driver::Sqlite(pool) => Box::pin(pool.acquire()).await.map(SqlConnection::Sqlite),
         };
         inner.waiting.fetch_sub(1, Ordering::Relaxed);
         let waited = started.elapsed();

@@ -45,10 +45,6 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::auth,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
             middleware::context,
         ))
         .with_state(state)

@@ -168,7 +168,8 @@ impl HttpPool {
             _permit: permit
                 .unwrap_or_else(|_| unreachable!("the pool's semaphore is never closed")),
         };
-        match inner.client.request(request).await {
+        // Boxed: hyper-util's request future is large (see SqlPool::acquire).
+        match Box::pin(inner.client.request(request)).await {
             Ok(response) => Ok((response, permit)),
             Err(source) => {
                 let connect = source.is_connect();
