@@ -15,6 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use sqlx::postgres::PgPoolOptions;
 
+/// `(id, name, email, bio, created_at)`, as sluice-server reads it.
+type UserRow = (i64, String, String, String, chrono::DateTime<chrono::Utc>);
+
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -35,14 +38,13 @@ async fn handle(
             .strip_prefix("/users/")
             .and_then(|id| id.parse::<i64>().ok())
     {
-        let row: Result<Option<(i64, String, String, String, chrono::DateTime<chrono::Utc>)>, _> =
-            sqlx::query_as(
-                "SELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at \
+        let row: Result<Option<UserRow>, _> = sqlx::query_as(
+            "SELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at \
              FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await;
+        )
+        .bind(id)
+        .fetch_optional(&pool)
+        .await;
         return Ok(match row {
             Ok(Some((id, name, email, bio, created))) => reply(
                 StatusCode::OK,
