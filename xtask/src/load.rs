@@ -115,6 +115,24 @@ fn spawn(program: &Path, args: &[&str], env: &[(&str, String)], log: &Path) -> R
     })?))
 }
 
+/// Starts the release server on a free port with the environment `env`
+/// builds for that port, and waits until it is ready.
+fn start_server(
+    dir: &Path,
+    log: &str,
+    env: impl Fn(u16) -> Vec<(&'static str, String)>,
+) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let server = spawn(
+        &release_bin("sluice-server"),
+        &[],
+        &env(port),
+        &dir.join(log),
+    )?;
+    wait_ready(port, "/readyz", Duration::from_secs(20))?;
+    Ok((server, port))
+}
+
 fn psql(url: &str, sql: &str) -> Result<()> {
     let status = Command::new("psql")
         .args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
@@ -349,14 +367,7 @@ pub(crate) fn run() -> Result<()> {
     let (s, c) = (plan.seconds, plan.connections);
 
     // W1 and W3 against sluice (no cache) and the bare reference.
-    let port = free_port()?;
-    let server = spawn(
-        &release_bin("sluice-server"),
-        &[],
-        &server_env(port, false, up0),
-        &dir.join("w1.log"),
-    )?;
-    wait_ready(port, "/readyz", Duration::from_secs(20))?;
+    let (server, port) = start_server(&dir, "w1.log", |port| server_env(port, false, up0))?;
     psql(&sluice_db, seeds)?;
     psql(&reference_db, seeds)?;
     let ref_port = free_port()?;
@@ -423,14 +434,7 @@ pub(crate) fn run() -> Result<()> {
     drop(server);
 
     // W2 with the Redis cache, against redis-benchmark GET.
-    let port = free_port()?;
-    let server = spawn(
-        &release_bin("sluice-server"),
-        &[],
-        &server_env(port, true, up0),
-        &dir.join("w2.log"),
-    )?;
-    wait_ready(port, "/readyz", Duration::from_secs(20))?;
+    let (server, port) = start_server(&dir, "w2.log", |port| server_env(port, true, up0))?;
     let _warm = wrk(port, &get_user, c, 2)?;
     let w2 = wrk(port, &get_user, c, s)?;
     let redis_port = services
@@ -475,14 +479,8 @@ pub(crate) fn run() -> Result<()> {
 
     // W4 with 0 ms and 20 ms upstreams, against wrk straight at them.
     for (upstream, label) in [(up0, "0 ms"), (up20, "20 ms")] {
-        let port = free_port()?;
-        let server = spawn(
-            &release_bin("sluice-server"),
-            &[],
-            &server_env(port, false, upstream),
-            &dir.join("w4.log"),
-        )?;
-        wait_ready(port, "/readyz", Duration::from_secs(20))?;
+        let (server, port) =
+            start_server(&dir, "w4.log", |port| server_env(port, false, upstream))?;
         let w4 = wrk(port, &get_external, c, s)?;
         let direct = wrk(upstream, &get_direct, c, s)?;
         let goal = if upstream == up0 {
@@ -505,14 +503,7 @@ pub(crate) fn run() -> Result<()> {
     }
 
     // W5: batches of 100 ids against the 20 ms upstream.
-    let port = free_port()?;
-    let server = spawn(
-        &release_bin("sluice-server"),
-        &[],
-        &server_env(port, false, up20),
-        &dir.join("w5.log"),
-    )?;
-    wait_ready(port, "/readyz", Duration::from_secs(20))?;
+    let (server, port) = start_server(&dir, "w5.log", |port| server_env(port, false, up20))?;
     let single = wrk(port, &batch, 1, s)?;
     table.push(row(
         "W5 batch of 100, one at a time",
@@ -540,14 +531,7 @@ pub(crate) fn run() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let port = free_port()?;
-    let server = spawn(
-        &release_bin("sluice-server"),
-        &[],
-        &server_env(port, false, up0),
-        &dir.join("steady.log"),
-    )?;
-    wait_ready(port, "/readyz", Duration::from_secs(20))?;
+    let (server, port) = start_server(&dir, "steady.log", |port| server_env(port, false, up0))?;
     let first = steady_secs.min(60);
     wrk(port, &get_user, c, first)?;
     let after_first = server.rss_mib();
