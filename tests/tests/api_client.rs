@@ -111,6 +111,9 @@ async fn the_deadline_covers_every_attempt() {
     let upstream = Upstream::start().await.unwrap();
     upstream.state.latency_ms.store(300, Ordering::SeqCst);
     let mut c = config(&upstream);
+    // Five 200 ms attempts would take over a second; the 500 ms deadline
+    // must cut the call well before that.
+    c.retry_attempts = 5;
     c.timeout = Duration::from_millis(200);
     c.deadline = Duration::from_millis(500);
     let api = client(c);
@@ -121,7 +124,7 @@ async fn the_deadline_covers_every_attempt() {
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     assert!(
-        started.elapsed() < Duration::from_millis(700),
+        started.elapsed() < Duration::from_millis(900),
         "{:?}",
         started.elapsed()
     );
@@ -264,7 +267,7 @@ async fn a_batch_with_mixed_failures_returns_every_item_in_order() {
 #[tokio::test]
 async fn a_hundred_identical_concurrent_gets_make_one_upstream_call() {
     let upstream = Upstream::start().await.unwrap();
-    upstream.state.latency_ms.store(100, Ordering::SeqCst);
+    upstream.state.latency_ms.store(300, Ordering::SeqCst);
     let api = client(config(&upstream));
     let calls: Vec<_> = (0..100)
         .map(|_| {

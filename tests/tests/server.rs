@@ -566,7 +566,7 @@ async fn no_upstream_configured_is_503_not_configured() {
 #[tokio::test]
 async fn identical_concurrent_external_requests_share_one_upstream_call() {
     let upstream = Upstream::start().await.unwrap();
-    upstream.state.latency_ms.store(100, Ordering::SeqCst);
+    upstream.state.latency_ms.store(300, Ordering::SeqCst);
     let state = AppState::build(
         ServerConfig::default(),
         sqlite("coalesce").await,
