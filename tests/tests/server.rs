@@ -78,6 +78,25 @@ fn api_recording(upstream: &Upstream, in_flight: usize, registry: &Registry) -> 
     ApiClient::with_limiter(c, Arc::new(Semaphore::new(in_flight)), registry).unwrap()
 }
 
+/// A server on a SQLite file of its own, proxying `upstream` with an
+/// in-flight cap of `in_flight`.
+async fn with_upstream(
+    config: ServerConfig,
+    name: &str,
+    upstream: &Upstream,
+    in_flight: usize,
+) -> Server {
+    let state = AppState::build(
+        config,
+        sqlite(name).await,
+        None,
+        Some(api(upstream, in_flight)),
+        Registry::new(),
+        None,
+    );
+    start(state).await
+}
+
 fn assert_envelope(reply: &Reply, status: u16, code: &str) {
     assert_eq!(reply.status, status, "{:?}", reply.json());
     let body = reply.json();
@@ -478,15 +497,7 @@ async fn user_reads_go_through_redis_and_survive_its_death() {
 #[tokio::test]
 async fn external_data_maps_every_upstream_outcome() {
     let upstream = Upstream::start().await.unwrap();
-    let state = AppState::build(
-        ServerConfig::default(),
-        sqlite("external").await,
-        None,
-        Some(api(&upstream, 100)),
-        Registry::new(),
-        None,
-    );
-    let server = start(state).await;
+    let server = with_upstream(ServerConfig::default(), "external", &upstream, 100).await;
     let c = &server.client;
     let ok = c.get("/external-data/abc").await;
     assert_eq!(
@@ -567,15 +578,7 @@ async fn no_upstream_configured_is_503_not_configured() {
 async fn identical_concurrent_external_requests_share_one_upstream_call() {
     let upstream = Upstream::start().await.unwrap();
     upstream.state.latency_ms.store(300, Ordering::SeqCst);
-    let state = AppState::build(
-        ServerConfig::default(),
-        sqlite("coalesce").await,
-        None,
-        Some(api(&upstream, 100)),
-        Registry::new(),
-        None,
-    );
-    let server = start(state).await;
+    let server = with_upstream(ServerConfig::default(), "coalesce", &upstream, 100).await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let c = server.client.clone();
@@ -596,15 +599,7 @@ async fn batches_keep_order_fold_duplicates_and_respect_the_cap() {
         max_batch_size: 100,
         ..Default::default()
     };
-    let state = AppState::build(
-        config,
-        sqlite("batch").await,
-        None,
-        Some(api(&upstream, 5)),
-        Registry::new(),
-        None,
-    );
-    let server = start(state).await;
+    let server = with_upstream(config, "batch", &upstream, 5).await;
     let c = &server.client;
     let ids: Vec<String> = (0..60).map(|i| format!("id{}", i % 50)).collect();
     let reply = c.post_json("/batch-external-data", &json!(ids)).await;
@@ -661,15 +656,7 @@ async fn batches_keep_order_fold_duplicates_and_respect_the_cap() {
 async fn one_failing_id_never_fails_the_batch() {
     let upstream = Upstream::start().await.unwrap();
     upstream.state.fail_percent.store(50, Ordering::SeqCst);
-    let state = AppState::build(
-        ServerConfig::default(),
-        sqlite("batch_mixed").await,
-        None,
-        Some(api(&upstream, 10)),
-        Registry::new(),
-        None,
-    );
-    let server = start(state).await;
+    let server = with_upstream(ServerConfig::default(), "batch_mixed", &upstream, 10).await;
     let ids: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
     let reply = server
         .client
@@ -858,15 +845,7 @@ async fn load_is_shed_with_503_and_slow_requests_time_out() {
         max_concurrency: 2,
         ..Default::default()
     };
-    let state = AppState::build(
-        config,
-        sqlite("shed").await,
-        None,
-        Some(api(&upstream, 100)),
-        Registry::new(),
-        None,
-    );
-    let server = start(state).await;
+    let server = with_upstream(config, "shed", &upstream, 100).await;
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let c = server.client.clone();
@@ -893,15 +872,7 @@ async fn load_is_shed_with_503_and_slow_requests_time_out() {
         request_timeout: Duration::from_millis(200),
         ..Default::default()
     };
-    let state = AppState::build(
-        config,
-        sqlite("timeout").await,
-        None,
-        Some(api(&upstream, 100)),
-        Registry::new(),
-        None,
-    );
-    let server = start(state).await;
+    let server = with_upstream(config, "timeout", &upstream, 100).await;
     assert_envelope(
         &server.client.get("/external-data/too-slow").await,
         503,
