@@ -62,6 +62,20 @@ pub async fn fresh_database_on(master_url: &str, test: &str) -> String {
     master.database(&name).to_url_lossy().to_string()
 }
 
+/// The directory every test's scratch files live under; `cargo xtask
+/// test` removes it after each run.
+pub fn scratch_root() -> std::path::PathBuf {
+    std::env::temp_dir().join("sluice-tests")
+}
+
+/// A new empty directory of its own for one test, under [`scratch_root`].
+pub fn scratch_dir(test: &str) -> std::path::PathBuf {
+    let dir = scratch_root().join(format!("{test}-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
 /// A key prefix of its own for one test (`test:<name>:<random>:`).
 pub fn redis_prefix(test: &str) -> String {
     format!("test:{test}:{}:", unique_suffix())

@@ -24,8 +24,7 @@ async fn databases(test: &str, registry: &Registry) -> Vec<Database> {
         ConnectionConfig::from_url(format!("{test}_pg"), &services::fresh_database(test).await)
             .unwrap();
     pg.pool_size = 8;
-    let dir = std::env::temp_dir().join(format!("sluice-db-{test}-{}", services::unique_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = services::scratch_dir(test);
     let mut lite = ConnectionConfig::new(format!("{test}_sqlite"), Kind::Sqlite);
     lite.database = Some(dir.join("db.sqlite").to_string_lossy().into_owned());
     lite.pool_size = 8;

@@ -78,8 +78,7 @@ async fn close_waits_for_borrowed_connections() {
 
 #[tokio::test]
 async fn sqlite_file_pool_uses_wal_foreign_keys_and_many_connections() {
-    let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", services::unique_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = services::scratch_dir("sqlite");
     let mut config = ConnectionConfig::new("sqlite_file", Kind::Sqlite);
     config.database = Some(dir.join("app.db").to_string_lossy().into_owned());
     config.pool_size = 4;

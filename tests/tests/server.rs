@@ -40,11 +40,7 @@ async fn start(state: AppState) -> Server {
 }
 
 async fn sqlite(name: &str) -> Database {
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-server-{name}-{}",
-        services::unique_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = services::scratch_dir(name);
     let mut c = ConnectionConfig::new(name, Kind::Sqlite);
     c.database = Some(dir.join("db.sqlite").to_string_lossy().into_owned());
     let db = Database::with_registry(SqlPool::open(&c).await.unwrap(), &Registry::new());
@@ -904,8 +900,7 @@ async fn http2_cleartext_is_served_on_the_same_port() {
 
 #[tokio::test]
 async fn https_with_a_certificate_from_pem_files() {
-    let dir = std::env::temp_dir().join(format!("sluice-tls-{}", services::unique_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = services::scratch_dir("tls");
     let (ca, cert, key) = (
         dir.join("ca.pem"),
         dir.join("cert.pem"),

@@ -82,6 +82,9 @@ pub(crate) fn run_with(services: &Services, args: &[String]) -> Result<()> {
                 .env("REDIS_URL", &services.redis_url),
         )
     });
+    // Every test's scratch files live under one root (sluice_tests::
+    // services::scratch_root); remove it whatever the outcome.
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join("sluice-tests"));
     if INTERRUPTED.load(Ordering::SeqCst) {
         return Err(anyhow!("interrupted"));
     }

@@ -22,10 +22,18 @@ struct Running {
     client: TestClient,
 }
 
+/// A test that fails before terminating its server still stops it.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-bin-{}", services::unique_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    services::scratch_dir("bin")
 }
 
 /// Starts the binary with exactly `vars` (the environment is cleared) and
