@@ -41,8 +41,6 @@ pub(crate) struct Inner {
     retrying: Policy,
     once: Policy,
     breaker: CircuitBreaker,
-    budget: RetryBudget,
-    resilience: ResilienceMetrics,
     pub(crate) config: UpstreamConfig,
     pub(crate) metrics: ConnectionMetrics,
     in_flight: Mutex<HashMap<String, Arc<OnceCell<Result<ApiResponse>>>>>,
@@ -132,9 +130,7 @@ impl ApiClient {
                 retrying,
                 once,
                 breaker,
-                budget,
                 metrics: registry.connection(sluice_metrics::Backend::Http, &config.name),
-                resilience,
                 config,
                 in_flight: Mutex::new(HashMap::new()),
             }),
@@ -215,35 +211,20 @@ impl ApiClient {
     }
 
     async fn call(&self, request: ApiRequest) -> Result<ApiResponse> {
-        let custom;
-        let policy = match request.timeout {
-            Some(deadline) => {
-                custom = Policy::builder()
-                    .attempts(if request.idempotent {
-                        self.inner.config.retry_attempts.max(1)
-                    } else {
-                        1
-                    })
-                    .base_delay(self.inner.config.retry_delay)
-                    .attempt_timeout(self.inner.config.timeout.min(deadline))
-                    .deadline(deadline)
-                    .shared_breaker(self.inner.breaker.clone())
-                    .shared_budget(self.inner.budget.clone())
-                    .metrics(self.inner.resilience.clone())
-                    .build()
-                    .map_err(|e| ApiError::InvalidRequest {
-                        upstream: self.inner.name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                &custom
-            }
-            None if request.idempotent => &self.inner.retrying,
-            None => &self.inner.once,
+        let policy = if request.idempotent {
+            &self.inner.retrying
+        } else {
+            &self.inner.once
         };
-        policy
-            .run(|_| self.attempt(&request))
-            .await
-            .map_err(|e| self.give_up(e))
+        let result = match request.timeout {
+            Some(deadline) => {
+                policy
+                    .run_within(deadline, |_| self.attempt(&request))
+                    .await
+            }
+            None => policy.run(|_| self.attempt(&request)).await,
+        };
+        result.map_err(|e| self.give_up(e))
     }
 
     fn give_up(&self, error: RetryError<ApiError>) -> ApiError {

@@ -86,14 +86,45 @@ impl Policy {
     /// policy gave up and how each attempt failed. Permanent errors are
     /// returned after one attempt; transient ones are retried with backoff
     /// while attempts, the deadline, the breaker and the budget allow.
-    pub async fn run<T, E, F, Fut>(&self, mut operation: F) -> Result<T, RetryError<E>>
+    pub async fn run<T, E, F, Fut>(&self, operation: F) -> Result<T, RetryError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        self.run_deadline(self.deadline, operation).await
+    }
+
+    /// [`run`](Self::run) under a deadline of the caller's (a request's
+    /// own timeout), or the policy's deadline if that is shorter. Sharing
+    /// one policy this way keeps its breaker, budget and seed sequence,
+    /// and builds nothing per call.
+    pub async fn run_within<T, E, F, Fut>(
+        &self,
+        deadline: Duration,
+        operation: F,
+    ) -> Result<T, RetryError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        let deadline = self.deadline.map_or(deadline, |own| own.min(deadline));
+        self.run_deadline(Some(deadline), operation).await
+    }
+
+    async fn run_deadline<T, E, F, Fut>(
+        &self,
+        deadline: Option<Duration>,
+        mut operation: F,
+    ) -> Result<T, RetryError<E>>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
         let started = Instant::now();
-        let deadline = self.deadline.map(|d| started + d);
+        let deadline = deadline.map(|d| started + d);
         // Seeded on the first retry only: the success path needs no jitter.
         let mut rng: Option<SmallRng> = None;
         let mut failures: Vec<Failure<E>> = Vec::new();

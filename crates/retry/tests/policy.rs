@@ -209,6 +209,51 @@ async fn an_attempt_is_cut_at_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_callers_deadline_cuts_a_shared_policy_short() {
+    let policy = bare()
+        .attempts(5)
+        .backoff(exact(10))
+        .deadline(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let starts = RefCell::new(Vec::new());
+    let result = policy
+        .run_within(Duration::from_millis(250), |_| {
+            starts
+                .borrow_mut()
+                .push((Instant::now() - start).as_millis());
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err::<(), _>(E::Transient)
+            }
+        })
+        .await;
+    let err = result.unwrap_err();
+    // 0–100 ms, retry at 110 ms (ends 210 ms); a third would end past 250 ms.
+    assert_eq!(err.reason(), GiveUp::Deadline);
+    assert_eq!(starts.into_inner(), [0, 110]);
+    assert!(Instant::now() - start <= Duration::from_millis(250));
+    // The policy's own, shorter deadline still wins.
+    let short = bare()
+        .attempts(5)
+        .backoff(exact(10))
+        .deadline(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = short
+        .run_within(Duration::from_secs(10), |_| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<(), E>(())
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(Instant::now() - start, Duration::from_millis(50));
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_open_breaker_rejects_without_calling() {
     let policy = Policy::builder()
         .no_budget()
