@@ -4,8 +4,12 @@
 //! `min_calls` are in the window and the failure rate reaches the threshold,
 //! the breaker opens. Open: calls are rejected at once with the time left
 //! until it half-opens. Half-open: up to `half_open_probes` calls go
-//! through; if they all succeed the breaker closes, and the first failure
-//! re-opens it for another interval. Calls slower than `slow_call` (when
+//! through and are judged like the window: the breaker re-opens for
+//! another interval as soon as their failures reach the failure rate, and
+//! closes as soon as they no longer can. (With 5 probes at 50%: three
+//! failures re-open it, three successes close it. Demanding that every
+//! probe succeed would keep a dependency with a few percent of errors
+//! locked out long after it recovered.) Calls slower than `slow_call` (when
 //! set) count as failures even if they succeed.
 //!
 //! The hot path: admitting a call while closed reads one atomic flag;
@@ -35,15 +39,19 @@ pub struct BreakerConfig {
     /// called at least 10 times a second; below that the retry budget's
     /// floor is what limits retries.
     pub window: Window,
-    /// Calls needed in the window before the breaker may open. Default 20.
+    /// Calls needed in the window before the breaker may open. Default 50:
+    /// with fewer, chance alone trips it. A dependency failing 30% of
+    /// calls reaches a 50% rate somewhere in its first calls with
+    /// probability 5.7% when judged from 20 calls, 0.3% from 50 (a
+    /// simulation in the crate's README).
     pub min_calls: u32,
     /// Failure rate (0 < r ≤ 1) at which it opens. Default 0.5: well above
     /// the failure rates that retries absorb, well below an outage.
     pub failure_rate: f64,
     /// How long it stays open before probing. Default 5 s.
     pub open_interval: Duration,
-    /// Probe calls allowed while half-open, all of which must succeed to
-    /// close. Default 3.
+    /// Probe calls allowed while half-open, judged by `failure_rate` (see
+    /// the module docs). Default 5.
     pub half_open_probes: u32,
     /// A successful call slower than this counts as a failure. Default: off.
     pub slow_call: Option<Duration>,
@@ -53,10 +61,10 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
             window: Window::Time(Duration::from_secs(2)),
-            min_calls: 20,
+            min_calls: 50,
             failure_rate: 0.5,
             open_interval: Duration::from_secs(5),
-            half_open_probes: 3,
+            half_open_probes: 5,
             slow_call: None,
         }
     }
@@ -126,8 +134,14 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { admitted: u32, succeeded: u32 },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        admitted: u32,
+        succeeded: u32,
+        failed: u32,
+    },
 }
 
 impl CircuitBreaker {
@@ -199,6 +213,7 @@ impl CircuitBreaker {
                 inner.state = State::HalfOpen {
                     admitted: 1,
                     succeeded: 0,
+                    failed: 0,
                 };
                 self.transitioned(CircuitState::HalfOpen);
                 Ok(self.permit(true))
@@ -206,11 +221,13 @@ impl CircuitBreaker {
             State::HalfOpen {
                 admitted,
                 succeeded,
+                failed,
             } => {
                 if admitted < self.shared.config.half_open_probes {
                     inner.state = State::HalfOpen {
                         admitted: admitted + 1,
                         succeeded,
+                        failed,
                     };
                     Ok(self.permit(true))
                 } else {
@@ -247,10 +264,17 @@ impl CircuitBreaker {
             State::HalfOpen {
                 admitted,
                 succeeded,
+                failed: probes_failed,
             } if probe => {
-                if failed {
+                let reopen_at = self.probe_failures_to_reopen();
+                let (succeeded, probes_failed) = if failed {
+                    (succeeded, probes_failed + 1)
+                } else {
+                    (succeeded + 1, probes_failed)
+                };
+                if probes_failed >= reopen_at {
                     self.open(&mut inner, now);
-                } else if succeeded + 1 >= config.half_open_probes {
+                } else if succeeded > config.half_open_probes - reopen_at {
                     inner.state = State::Closed;
                     inner.outcomes.clear(now);
                     self.shared.closed.store(true, Ordering::Release);
@@ -258,7 +282,8 @@ impl CircuitBreaker {
                 } else {
                     inner.state = State::HalfOpen {
                         admitted,
-                        succeeded: succeeded + 1,
+                        succeeded,
+                        failed: probes_failed,
                     };
                 }
             }
@@ -268,16 +293,27 @@ impl CircuitBreaker {
         }
     }
 
+    /// Failed probes that re-open the breaker: the failure rate's share
+    /// of the probes, at least one.
+    fn probe_failures_to_reopen(&self) -> u32 {
+        let config = &self.shared.config;
+        let share = (config.failure_rate * f64::from(config.half_open_probes)).ceil();
+        // In 1..=probes: failure_rate is in (0, 1] and probes ≥ 1.
+        (share as u32).clamp(1, config.half_open_probes)
+    }
+
     fn release_probe(&self) {
         let mut inner = self.lock();
         if let State::HalfOpen {
             admitted,
             succeeded,
+            failed,
         } = inner.state
         {
             inner.state = State::HalfOpen {
                 admitted: admitted.saturating_sub(1),
                 succeeded,
+                failed,
             };
         }
     }

@@ -108,6 +108,55 @@ async fn half_open_probes_close_it_when_all_succeed() {
     assert_eq!(b.state(), CircuitState::Closed);
 }
 
+fn five_probes() -> CircuitBreaker {
+    let b = CircuitBreaker::try_new(BreakerConfig {
+        window: Window::Count(10),
+        min_calls: 1,
+        failure_rate: 0.5,
+        open_interval: Duration::from_secs(5),
+        half_open_probes: 5,
+        slow_call: None,
+    })
+    .unwrap();
+    call(&b, true);
+    assert_eq!(b.state(), CircuitState::Open);
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_are_judged_by_the_failure_rate_not_by_the_first_failure() {
+    // 5 probes at 50%: two failures are tolerated, three successes close.
+    let b = five_probes();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let probes: Vec<_> = (0..5).map(|_| b.try_acquire().unwrap()).collect();
+    assert!(b.try_acquire().is_err(), "only five probes");
+    let mut probes = probes.into_iter();
+    for failed in [true, false, true, false] {
+        let p = probes.next().unwrap();
+        if failed {
+            p.failure();
+        } else {
+            p.success(Duration::from_millis(1));
+        }
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+    }
+    probes.next().unwrap().success(Duration::from_millis(1));
+    assert_eq!(b.state(), CircuitState::Closed);
+
+    // Three failed probes re-open it, before the other two report.
+    let b = five_probes();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let probes: Vec<_> = (0..5).map(|_| b.try_acquire().unwrap()).collect();
+    let mut probes = probes.into_iter();
+    probes.next().unwrap().success(Duration::from_millis(1));
+    for _ in 0..2 {
+        probes.next().unwrap().failure();
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+    }
+    probes.next().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_for_a_full_interval() {
     let b = breaker(Window::Count(10), 1, 0.5);

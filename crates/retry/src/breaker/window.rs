@@ -76,7 +76,19 @@ impl Outcomes {
             }
             Outcomes::Time { .. } => {
                 let index = self.advance(now);
-                if let Outcomes::Time { slots, totals, .. } = self {
+                if let Outcomes::Time {
+                    slots,
+                    totals,
+                    current,
+                    ..
+                } = self
+                {
+                    // An outcome stamped before the window's oldest slot
+                    // (a long call reported late) is history: recording it
+                    // would overwrite a live slot that `totals` still counts.
+                    if index + (TIME_SLOTS as u64) <= *current {
+                        return;
+                    }
                     let slot = &mut slots[(index % TIME_SLOTS as u64) as usize];
                     if slot.0 != index {
                         *slot = (index, 0, 0);
@@ -183,6 +195,26 @@ mod tests {
                 failures: 1
             }
         );
+    }
+
+    #[test]
+    fn an_outcome_older_than_the_window_is_not_recorded() {
+        let start = Instant::now();
+        let mut w = Outcomes::new(Window::Time(Duration::from_secs(10)), start);
+        let late = start + Duration::from_secs(15);
+        w.record(true, late);
+        // Reported now, stamped 12 s earlier: outside the 10 s window. It
+        // must neither count nor overwrite the live slot it maps to.
+        w.record(false, start + Duration::from_secs(3));
+        assert_eq!(
+            w.tally(late),
+            Tally {
+                calls: 1,
+                failures: 1
+            }
+        );
+        // When the live failure expires, the totals return to zero.
+        assert_eq!(w.tally(late + Duration::from_secs(11)), Tally::default());
     }
 
     #[test]
