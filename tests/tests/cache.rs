@@ -117,7 +117,10 @@ async fn a_dead_redis_is_reported_fast_and_reads_fall_back_to_the_database() {
     for _ in 0..5 {
         let started = Instant::now();
         let err = cache.get::<String>("bio:1").await.unwrap_err();
-        assert!(matches!(err, CacheError::Unavailable(_)), "{err:?}");
+        assert!(
+            matches!(err, CacheError::Unavailable(_) | CacheError::CircuitOpen),
+            "{err:?}"
+        );
         assert!(
             started.elapsed() < Duration::from_millis(600),
             "{:?}",
@@ -125,6 +128,20 @@ async fn a_dead_redis_is_reported_fast_and_reads_fall_back_to_the_database() {
         );
         assert_eq!(read_bio(&db, &cache, 1).await, "math");
     }
+
+    // A burst of failures opens the cache's breaker: Redis is no longer
+    // tried, so requests stop paying the timeout.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let cache = cache.clone();
+        burst.spawn(async move { cache.get::<String>("bio:1").await.is_err() });
+    }
+    while let Some(failed) = burst.join_next().await {
+        assert!(failed.unwrap());
+    }
+    let err = cache.get::<String>("bio:1").await.unwrap_err();
+    assert!(matches!(err, CacheError::CircuitOpen), "{err:?}");
+    assert_eq!(read_bio(&db, &cache, 1).await, "math");
 
     // Redis returns (empty: persistence is off); the cache is used again.
     redis.restart().unwrap();

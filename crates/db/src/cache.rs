@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sluice_metrics::{ConnectionMetrics, ErrorClass, OpKind, Registry};
 use sluice_pool::RedisPool;
+use sluice_retry::{BreakerConfig, CircuitBreaker, Window};
 
 /// A cache operation failed. Callers fall back (to the database) rather
 /// than fail their own request.
@@ -17,6 +18,10 @@ pub enum CacheError {
     /// Redis did not answer within the cache's timeout, or is down.
     #[error("cache unavailable")]
     Unavailable(#[source] Option<fred::error::Error>),
+    /// Not tried: most recent commands failed, so the cache's breaker is
+    /// open and Redis is left alone until its next probe.
+    #[error("cache skipped: Redis failed recently (circuit open)")]
+    CircuitOpen,
     /// A value could not be encoded, or a stored value did not decode as
     /// the requested type (it is treated as absent by `get`).
     #[error("cache value is not valid JSON for this type")]
@@ -27,6 +32,7 @@ impl ErrorClass for CacheError {
     fn error_class(&self) -> &'static str {
         match self {
             CacheError::Unavailable(_) => "unavailable",
+            CacheError::CircuitOpen => "circuit_open",
             CacheError::Encoding(_) => "encoding",
         }
     }
@@ -36,14 +42,31 @@ impl ErrorClass for CacheError {
 ///
 /// Each command is bounded by the cache's own timeout (default 250 ms),
 /// much shorter than a request deadline: a Redis that is down or slow
-/// costs a request at most that long before the caller falls back.
+/// costs a request at most that long before the caller falls back. And
+/// it costs that only until a circuit breaker notices: once half of the
+/// last 2 seconds' commands (at least 10) failed, commands fail at once
+/// with [`CacheError::CircuitOpen`]; one probe a second finds Redis again.
+/// Without it, every request would wait out the timeout while Redis is
+/// down.
 #[derive(Debug, Clone)]
 pub struct Cache {
     pool: RedisPool,
     prefix: String,
     timeout: Duration,
+    breaker: CircuitBreaker,
     metrics: ConnectionMetrics,
 }
+
+/// The cache's breaker: quick to open, and probing every second, since a
+/// probe is one cheap command and a skipped cache costs a database query.
+const BREAKER: BreakerConfig = BreakerConfig {
+    window: Window::Time(Duration::from_secs(2)),
+    min_calls: 10,
+    failure_rate: 0.5,
+    open_interval: Duration::from_secs(1),
+    half_open_probes: 1,
+    slow_call: None,
+};
 
 impl Cache {
     /// A cache on `pool` whose keys all start with `prefix`.
@@ -54,10 +77,15 @@ impl Cache {
     /// As [`Cache::new`], recording into `registry`.
     pub fn with_registry(pool: RedisPool, prefix: impl Into<String>, registry: &Registry) -> Self {
         let metrics = registry.connection(sluice_metrics::Backend::Redis, pool.name());
+        let resilience = sluice_metrics::ResilienceMetrics::new(pool.name());
+        // A constant, checked by a unit test below: this cannot fail.
+        let breaker = CircuitBreaker::with_metrics(BREAKER, resilience)
+            .expect("the cache's breaker settings are valid");
         Self {
             pool,
             prefix: prefix.into(),
             timeout: Duration::from_millis(250),
+            breaker,
             metrics,
         }
     }
@@ -81,11 +109,25 @@ impl Cache {
         &self,
         command: impl Future<Output = fred::prelude::FredResult<T>>,
     ) -> Result<T, CacheError> {
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|_| CacheError::CircuitOpen)?;
+        let started = std::time::Instant::now();
         // Boxed: fred's command futures are large (see SqlPool::acquire).
         match tokio::time::timeout(self.timeout, Box::pin(command)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(CacheError::Unavailable(Some(e))),
-            Err(_) => Err(CacheError::Unavailable(None)),
+            Ok(Ok(value)) => {
+                permit.success(started.elapsed());
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                permit.failure();
+                Err(CacheError::Unavailable(Some(e)))
+            }
+            Err(_) => {
+                permit.failure();
+                Err(CacheError::Unavailable(None))
+            }
         }
     }
 
@@ -164,5 +206,15 @@ impl Cache {
                 value
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_settings_are_valid() {
+        assert!(CircuitBreaker::try_new(BREAKER).is_ok());
     }
 }
