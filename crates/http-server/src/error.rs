@@ -178,7 +178,14 @@ impl From<DbError> for AppError {
                 AppError::invalid(vec![FieldError::new("body", reason.clone())])
             }
             e if e.is_unavailable() => {
-                tracing::warn!(error = %error_chain(&error), "database unavailable");
+                if error.retry_after().is_some() {
+                    // Rejected by the pool's breaker without trying: the
+                    // breaker logged once when it opened. One line per
+                    // request here would flood the log during an outage.
+                    tracing::debug!(error = %error_chain(&error), "database unavailable");
+                } else {
+                    tracing::warn!(error = %error_chain(&error), "database unavailable");
+                }
                 AppError::unavailable(
                     "unavailable",
                     "the database is unavailable",
