@@ -5,6 +5,8 @@
 //! - [`services`] (feature `clients`, on by default): the service URLs a
 //!   test should use, and one isolated database or key prefix per test.
 //! - [`client`] (feature `clients`): an HTTP client for black-box tests.
+//! - [`load`] (feature `clients`): a closed-loop load generator that
+//!   records every request, for fault drills.
 //! - [`upstream`] (feature `clients`): a local HTTP upstream with fault
 //!   injection, on 127.0.0.1.
 //!
@@ -15,6 +17,8 @@
 
 #[cfg(feature = "clients")]
 pub mod client;
+#[cfg(feature = "clients")]
+pub mod load;
 pub mod provision;
 #[cfg(feature = "clients")]
 pub mod services;

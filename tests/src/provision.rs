@@ -119,6 +119,7 @@ pub struct TempPostgres {
     dir: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    durable: bool,
     child: Option<Child>,
 }
 
@@ -127,6 +128,18 @@ impl TempPostgres {
     /// port, with durability off (it is thrown away) and trust auth for the
     /// `postgres` user.
     pub fn start() -> Result<Self, ProvisionError> {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), but a commit is acknowledged only once
+    /// its WAL is written (`synchronous_commit=on`), so a killed server
+    /// loses no acknowledged commit. `fsync` stays off: that protects only
+    /// against the machine crashing, which no drill does.
+    pub fn start_durable() -> Result<Self, ProvisionError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self, ProvisionError> {
         let bindir = postgres_bindir()?;
         let dir = unique_dir("sluice-pg").map_err(|e| failed(format!("temp dir: {e}")))?;
         let as_postgres_user = is_root();
@@ -140,6 +153,7 @@ impl TempPostgres {
             dir,
             port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
             as_postgres_user,
+            durable,
             child: None,
         };
         let data = pg.data_dir();
@@ -197,7 +211,11 @@ impl TempPostgres {
                 "-c",
                 "fsync=off",
                 "-c",
-                "synchronous_commit=off",
+                if self.durable {
+                    "synchronous_commit=on"
+                } else {
+                    "synchronous_commit=off"
+                },
                 "-c",
                 "full_page_writes=off",
                 "-c",
@@ -256,6 +274,45 @@ impl TempPostgres {
             let _ = child.wait();
         }
         result
+    }
+
+    /// Kills the server as a crash would: SIGKILL to every backend and to
+    /// the postmaster, no shutdown checkpoint. [`restart`](Self::restart)
+    /// then runs crash recovery.
+    pub fn crash(&mut self) -> Result<(), ProvisionError> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .map_err(|e| failed(format!("postmaster.pid: {e}")))?;
+        let pid = pid_file
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|p| p.parse::<u32>().is_ok())
+            .ok_or_else(|| failed("postmaster.pid holds no pid"))?
+            .to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut victims: Vec<&str> = children.split_whitespace().collect();
+        victims.push(&pid);
+        // A backend may exit between pgrep and kill; kill then reports
+        // it as missing, which is fine: it is gone either way.
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&victims)
+            .stderr(Stdio::null())
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        // A restart fails while any old backend still holds the shared
+        // memory; they are gone within moments of SIGKILL.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while victims.iter().any(|p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Starts the server again on the same port with the same data.
@@ -364,6 +421,16 @@ impl Drop for TempRedis {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether process `pid` still runs (a zombie holds nothing and counts
+/// as gone).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
 }
 
 fn run(cmd: &mut Command) -> Result<(), ProvisionError> {

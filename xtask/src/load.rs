@@ -64,14 +64,15 @@ impl Proc {
     }
 }
 
-fn require(binary: &str, install: &str) -> Result<()> {
+/// Fails with the install command when `binary` is not on the PATH.
+pub(crate) fn require(binary: &str, install: &str) -> Result<()> {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {binary}")])
         .stdout(Stdio::null())
         .status()?
         .success();
     if !found {
-        bail!("`{binary}` is needed for `cargo xtask bench server`; install it with `{install}`");
+        bail!("`{binary}` is needed; install it with `{install}`");
     }
     Ok(())
 }

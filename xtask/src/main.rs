@@ -4,6 +4,7 @@
 //! arguments prints the list.
 
 mod bench;
+mod chaos;
 mod ci;
 mod layers;
 mod load;
@@ -30,6 +31,11 @@ commands:
                      `api-client` (vs bare hyper-util; batch vs its floor),
                      `server` (the release server under wrk, W1–W5, beside
                      references; SLUICE_BENCH_SECONDS, SLUICE_BENCH_STEADY_SECONDS)
+  chaos [DRILL…]     fault drills on the release server under load, each with
+                     pass/fail goals: postgres-stop, redis-kill,
+                     upstream-errors, upstream-outage, postgres-kill, sigterm,
+                     slow-clients (default: all; about 2 minutes;
+                     SLUICE_CHAOS_LOG sets the server's RUST_LOG)
 ";
 
 fn main() -> Result<()> {
@@ -43,6 +49,7 @@ fn main() -> Result<()> {
         "test" => test::run(rest),
         "layers" => layers::run(),
         "bench" => bench::run(rest),
+        "chaos" => chaos::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
