@@ -18,17 +18,18 @@ pub(crate) fn run(drills: &[String]) -> Result<()> {
     ] {
         crate::load::require(binary, install)?;
     }
+    // One invocation: built apart, the two would resolve features
+    // differently and compile sqlx, fred and rustls twice.
     crate::run_step(
-        "cargo build --release (server)",
-        crate::cargo().args(["build", "--release", "-p", "sluice-server", "--bins"]),
-    )?;
-    crate::run_step(
-        "cargo build --release (drill runner)",
+        "cargo build --release (server and drill runner)",
         crate::cargo().args([
             "build",
             "--release",
             "-p",
+            "sluice-server",
+            "-p",
             "sluice-tests",
+            "--bins",
             "--example",
             "chaos",
         ]),
