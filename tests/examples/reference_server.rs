@@ -1,7 +1,7 @@
 //! The bare reference server for `cargo xtask bench`: the same two user
 //! routes and SQL as sluice-server on hyper + sqlx, with none of the
 //! sluice layers (no metrics, breaker, request ids, validation beyond
-//! parsing). `DATABASE_URL=… reference_server <port> <pool_size>`.
+//! parsing). `DATABASE_URL=… reference_server <port> <pool_size> [sluice-pool]`.
 
 #![allow(missing_docs)]
 
@@ -101,12 +101,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let pool_size: u32 = args.next().and_then(|p| p.parse().ok()).unwrap_or(10);
+    // `sluice-pool`: the same connection check as sluice-pool (ping only
+    // connections idle for 1 s or more); otherwise sqlx's default (ping
+    // before every acquire).
+    let same_pool_check = args.next().as_deref() == Some("sluice-pool");
     let url = std::env::var("DATABASE_URL")?;
-    let pool = PgPoolOptions::new()
+    let mut options = PgPoolOptions::new()
         .max_connections(pool_size)
-        .min_connections(1)
-        .connect(&url)
-        .await?;
+        .min_connections(1);
+    if same_pool_check {
+        options = options
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= std::time::Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
+    }
+    let pool = options.connect(&url).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {

@@ -29,5 +29,5 @@ pub use http::{HttpPermit, HttpPool, HttpPoolConfig, SendError};
 pub use redis::RedisPool;
 pub use registry::{AnyPool, Pools};
 pub use secret::{Secret, redact_url};
-pub use sql::{SqlConnection, SqlPool};
+pub use sql::{SqlConnection, SqlPool, VALIDATE_AFTER_IDLE};
 pub use stats::PoolStats;
