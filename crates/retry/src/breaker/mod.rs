@@ -258,7 +258,7 @@ impl CircuitBreaker {
                 if tally.calls >= config.min_calls
                     && f64::from(tally.failures) >= config.failure_rate * f64::from(tally.calls)
                 {
-                    self.open(&mut inner, now);
+                    self.open(&mut inner, now, tally.failures, tally.calls);
                 }
             }
             State::HalfOpen {
@@ -273,7 +273,7 @@ impl CircuitBreaker {
                     (succeeded + 1, probes_failed)
                 };
                 if probes_failed >= reopen_at {
-                    self.open(&mut inner, now);
+                    self.open(&mut inner, now, probes_failed, probes_failed + succeeded);
                 } else if succeeded > config.half_open_probes - reopen_at {
                     inner.state = State::Closed;
                     inner.outcomes.clear(now);
@@ -318,14 +318,20 @@ impl CircuitBreaker {
         }
     }
 
-    fn open(&self, inner: &mut Inner, now: Instant) {
+    /// Opens, `failures` of `calls` having failed (logged).
+    fn open(&self, inner: &mut Inner, now: Instant, failures: u32, calls: u32) {
         inner.state = State::Open {
             until: now + self.shared.config.open_interval,
         };
         self.shared.closed.store(false, Ordering::Release);
         inner.outcomes.clear(now);
         self.transitioned(CircuitState::Open);
-        tracing::warn!(open_for = ?self.shared.config.open_interval, "circuit breaker opened");
+        tracing::warn!(
+            open_for = ?self.shared.config.open_interval,
+            failures,
+            calls,
+            "circuit breaker opened"
+        );
     }
 
     fn transitioned(&self, to: CircuitState) {
