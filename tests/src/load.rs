@@ -208,6 +208,18 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Outcome> 
     Ok(sender)
 }
 
+/// The HTTP request for `call` (`None` if its path is not a valid URI).
+fn build(call: &Call, addr: SocketAddr) -> Option<Request<Full<Bytes>>> {
+    let mut request = Request::builder()
+        .method(call.method.clone())
+        .uri(call.path.as_str())
+        .header(HOST, addr.to_string());
+    if !call.body.is_empty() {
+        request = request.header(CONTENT_TYPE, "application/json");
+    }
+    request.body(Full::new(call.body.clone())).ok()
+}
+
 /// Sends `call` on the worker's connection, opening one when needed.
 /// Also tells whether it had to be resent.
 async fn send(
@@ -231,14 +243,7 @@ async fn send(
                 *conn = None;
                 continue;
             }
-            let mut request = Request::builder()
-                .method(call.method.clone())
-                .uri(call.path.as_str())
-                .header(HOST, addr.to_string());
-            if !call.body.is_empty() {
-                request = request.header(CONTENT_TYPE, "application/json");
-            }
-            let Ok(request) = request.body(Full::new(call.body.clone())) else {
+            let Some(request) = build(call, addr) else {
                 break 'attempts Outcome::Failed;
             };
             let response =
@@ -285,11 +290,7 @@ pub async fn fetch(addr: SocketAddr, path: &str) -> Option<(u16, Bytes)> {
         return None;
     }
     let mut sender = connect(addr).await.ok()?;
-    let request = Request::builder()
-        .uri(path)
-        .header(HOST, addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .ok()?;
+    let request = build(&Call::get(path), addr)?;
     let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
         .await
         .ok()?

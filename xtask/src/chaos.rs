@@ -18,25 +18,9 @@ pub(crate) fn run(drills: &[String]) -> Result<()> {
     ] {
         crate::load::require(binary, install)?;
     }
-    // One invocation: built apart, the two would resolve features
-    // differently and compile sqlx, fred and rustls twice.
-    crate::run_step(
-        "cargo build --release (server and drill runner)",
-        crate::cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "sluice-server",
-            "-p",
-            "sluice-tests",
-            "--bins",
-            "--example",
-            "chaos",
-        ]),
-    )?;
-    let root = crate::project_root();
-    let status = Command::new(root.join("target/release/examples/chaos"))
-        .arg(root.join("target/release/sluice-server"))
+    crate::load::build_release()?;
+    let status = Command::new(crate::load::release_example("chaos"))
+        .arg(crate::load::release_bin("sluice-server"))
         .args(drills)
         .status()?;
     match status.code() {

@@ -97,8 +97,36 @@ fn wait_ready(port: u16, path: &str, timeout: Duration) -> Result<Duration> {
     bail!("nothing answered 200 on 127.0.0.1:{port}{path} within {timeout:?}")
 }
 
-fn release_bin(name: &str) -> PathBuf {
+/// A binary of the release build.
+pub(crate) fn release_bin(name: &str) -> PathBuf {
     crate::project_root().join("target/release").join(name)
+}
+
+/// An example of the release build.
+pub(crate) fn release_example(name: &str) -> PathBuf {
+    crate::project_root()
+        .join("target/release/examples")
+        .join(name)
+}
+
+/// Builds the release server and every `sluice-tests` example (reference
+/// server, upstream, drill runner) in one invocation, the same for `bench
+/// server` and `chaos`: built apart, they would resolve features
+/// differently and each would recompile sqlx, fred and rustls.
+pub(crate) fn build_release() -> Result<()> {
+    crate::run_step(
+        "cargo build --release (server and the sluice-tests examples)",
+        crate::cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "sluice-server",
+            "-p",
+            "sluice-tests",
+            "--bins",
+            "--examples",
+        ]),
+    )
 }
 
 fn spawn(program: &Path, args: &[&str], env: &[(&str, String)], log: &Path) -> Result<Proc> {
@@ -237,19 +265,7 @@ pub(crate) fn run() -> Result<()> {
             .unwrap_or(10),
         connections: 64,
     };
-    crate::run_step(
-        "cargo build --release (server, reference, upstream)",
-        crate::cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "sluice-server",
-            "-p",
-            "sluice-tests",
-            "--examples",
-            "--bins",
-        ]),
-    )?;
+    build_release()?;
     let services = crate::test::Services::provision()?;
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -275,19 +291,15 @@ pub(crate) fn run() -> Result<()> {
 
     // Upstreams: 0 ms and 20 ms.
     let (up0, up20) = (free_port()?, free_port()?);
-    let example = |name: &str| {
-        crate::project_root()
-            .join("target/release/examples")
-            .join(name)
-    };
+
     let _up0 = spawn(
-        &example("bench_upstream"),
+        &release_example("bench_upstream"),
         &[&up0.to_string(), "0"],
         &[],
         &dir.join("up0.log"),
     )?;
     let _up20 = spawn(
-        &example("bench_upstream"),
+        &release_example("bench_upstream"),
         &[&up20.to_string(), "20"],
         &[],
         &dir.join("up20.log"),
@@ -376,13 +388,13 @@ pub(crate) fn run() -> Result<()> {
     // sqlx's default (ping before every acquire), what bare sqlx gives.
     let (ref_port, default_port) = (free_port()?, free_port()?);
     let reference = spawn(
-        &example("reference_server"),
+        &release_example("reference_server"),
         &[&ref_port.to_string(), "10", "sluice-pool"],
         &[("DATABASE_URL", reference_db.clone())],
         &dir.join("ref.log"),
     )?;
     let reference_default = spawn(
-        &example("reference_server"),
+        &release_example("reference_server"),
         &[&default_port.to_string(), "10"],
         &[("DATABASE_URL", reference_db.clone())],
         &dir.join("ref-default.log"),
