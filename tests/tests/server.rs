@@ -302,12 +302,12 @@ async fn request_ids_are_echoed_or_generated() {
             "",
         )
         .await;
-    assert_eq!(
+    assert_ne!(
         spaced.header("x-request-id"),
         Some("has space"),
-        "space is printable ASCII"
+        "a space could forge fields in a text log line"
     );
-    for bad in [long.as_str(), "tab\there", ""] {
+    for bad in [long.as_str(), "tab\there", "", "a=b", "has space"] {
         let reply = c
             .send(Method::GET, "/healthz", &[("x-request-id", bad)], "")
             .await;
@@ -506,7 +506,8 @@ async fn external_data_maps_every_upstream_outcome() {
         "validation_error",
     );
     // Hostile ids stay one segment upstream.
-    for id in ["..%2Fstatus%2F500", "a%2Fb", "%252F", ".."] {
+    // (`.` and `..` themselves are 422: see tests/edge.rs.)
+    for id in ["..%2Fstatus%2F500", "a%2Fb", "%252F", "..."] {
         let reply = c.get(&format!("/external-data/{id}")).await;
         assert!(
             reply.status == 200 || reply.status == 404,

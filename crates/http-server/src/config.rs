@@ -14,9 +14,28 @@ pub struct ServerConfig {
     /// Time a request may take in the server, I/O included; past it the
     /// client gets 503 `timeout`. Default 30 s (`IO_REQUEST_TIMEOUT`).
     pub request_timeout: Duration,
-    /// Time a client has to send a request's headers, so that a slow-loris
-    /// client cannot hold a connection. Default 10 s.
+    /// Time a connection may take from accept (or from the first byte of a
+    /// new request) to a complete set of request headers: the TLS
+    /// handshake, protocol detection, the HTTP/2 preface and first stream,
+    /// HTTP/1 headers. A silent or slow-loris client is cut off after it.
+    /// Default 10 s (`SLUICE_HEADER_READ_TIMEOUT`).
     pub header_read_timeout: Duration,
+    /// Time an idle keep-alive connection (no request in flight, nothing
+    /// sent) is kept open. Default 60 s (`SLUICE_IDLE_TIMEOUT`).
+    pub idle_timeout: Duration,
+    /// Time a request body may take to arrive, from the request's headers
+    /// to its last byte; past it the answer is 408. Default 10 s
+    /// (`SLUICE_BODY_READ_TIMEOUT`).
+    pub body_read_timeout: Duration,
+    /// Open connections at once; past it the server stops accepting (the
+    /// kernel's backlog holds new ones) until one closes. Default 10,000;
+    /// the binary derives it from the file-descriptor limit
+    /// (`SLUICE_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Time between the shutdown signal (when `/readyz` turns 503) and the
+    /// listener closing, so that balancers stop sending first. Default 1 s
+    /// (`SLUICE_SHUTDOWN_LINGER`).
+    pub shutdown_linger: Duration,
     /// Requests handled at once; past it the server sheds load with 503
     /// `overloaded` and `Retry-After` instead of queueing. Default 1024.
     pub max_concurrency: usize,
@@ -40,6 +59,10 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            shutdown_linger: Duration::from_secs(1),
             max_concurrency: 1024,
             auth_tokens: Vec::new(),
             user_cache_ttl: Duration::from_secs(60),

@@ -44,56 +44,144 @@ impl FieldError {
     }
 }
 
-/// A failed request: status, stable code and a detail for humans.
+/// The stable, machine-readable `code` of an error envelope. Each code
+/// has one HTTP status ([`ErrorCode::status`]); the contract's clients
+/// switch on the word, humans read the `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400: the body is not JSON, or not the JSON the route takes.
+    BadRequest,
+    /// 401: a bearer token is required and was missing or wrong.
+    Unauthorized,
+    /// 404: no such resource or route.
+    NotFound,
+    /// 405: the route exists but not for this method.
+    MethodNotAllowed,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
+    /// 409: conflicts with an existing resource (a taken email).
+    Conflict,
+    /// 413: the request body is larger than the limit.
+    PayloadTooLarge,
+    /// 422: well-formed but invalid input; the envelope lists the fields.
+    ValidationError,
+    /// 500: a bug; the cause is logged, never shown.
+    InternalError,
+    /// 502: the upstream answered badly.
+    UpstreamError,
+    /// 503: a dependency (the database) is unavailable.
+    Unavailable,
+    /// 503: the upstream's circuit breaker is open.
+    CircuitOpen,
+    /// 503: no upstream is configured.
+    NotConfigured,
+    /// 503: the server is at capacity and sheds load.
+    Overloaded,
+    /// 503: the request took longer than the request timeout.
+    Timeout,
+    /// 504: the upstream did not answer in time.
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    /// The word sent as `code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::ValidationError => "validation_error",
+            Self::InternalError => "internal_error",
+            Self::UpstreamError => "upstream_error",
+            Self::Unavailable => "unavailable",
+            Self::CircuitOpen => "circuit_open",
+            Self::NotConfigured => "not_configured",
+            Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
+            Self::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UpstreamError => StatusCode::BAD_GATEWAY,
+            Self::Unavailable
+            | Self::CircuitOpen
+            | Self::NotConfigured
+            | Self::Overloaded
+            | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A failed request: a stable code (which fixes the status) and a detail
+/// for humans.
 #[derive(Debug, Clone)]
 pub struct AppError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     detail: String,
     errors: Vec<FieldError>,
     retry_after: Option<u64>,
 }
 
 impl AppError {
-    /// An error with this status, code and detail.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    /// An error with this code and detail; 503s get `Retry-After: 1`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let retry_after = (code.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
         Self {
-            status,
             code,
             detail: detail.into(),
             errors: Vec::new(),
-            retry_after: None,
+            retry_after,
         }
     }
 
     /// 400 `bad_request`.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)
+        Self::new(ErrorCode::BadRequest, detail)
     }
 
     /// 404 `not_found`.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(ErrorCode::NotFound, detail)
     }
 
     /// 422 `validation_error` with the invalid fields.
     pub fn invalid(errors: Vec<FieldError>) -> Self {
-        let mut e = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_error",
-            "the request has invalid fields",
-        );
+        let mut e = Self::new(ErrorCode::ValidationError, "the request has invalid fields");
         e.errors = errors;
         e
     }
 
-    /// 503 with `Retry-After` (seconds, at least 1).
-    pub fn unavailable(
-        code: &'static str,
-        detail: impl Into<String>,
-        retry_after_secs: u64,
-    ) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail);
+    /// 422 `validation_error` naming one field.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// A 503 code with `Retry-After` (seconds, at least 1).
+    pub fn unavailable(code: ErrorCode, detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(code, detail);
         e.retry_after = Some(retry_after_secs.max(1));
         e
     }
@@ -101,20 +189,16 @@ impl AppError {
     /// 500 `internal_error`; the cause is logged, never shown.
     pub fn internal(cause: &dyn std::error::Error) -> Self {
         tracing::error!(error = %error_chain(cause), "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error",
-        )
+        Self::new(ErrorCode::InternalError, "internal error")
     }
 
     /// The status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
@@ -134,7 +218,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 #[derive(Serialize)]
 struct Envelope<'a> {
     success: bool,
-    code: &'a str,
+    code: ErrorCode,
     detail: &'a str,
     request_id: &'a str,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -151,7 +235,7 @@ impl IntoResponse for AppError {
             request_id: &request_id,
             errors: &self.errors,
         };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (self.code.status(), Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -169,11 +253,9 @@ impl From<DbError> for AppError {
     fn from(error: DbError) -> Self {
         match &error {
             DbError::NotFound => AppError::not_found("not found"),
-            DbError::Conflict { .. } => AppError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "conflicts with an existing resource",
-            ),
+            DbError::Conflict { .. } => {
+                AppError::new(ErrorCode::Conflict, "conflicts with an existing resource")
+            }
             DbError::InvalidInput { reason, .. } => {
                 AppError::invalid(vec![FieldError::new("body", reason.clone())])
             }
@@ -187,7 +269,7 @@ impl From<DbError> for AppError {
                     tracing::warn!(error = %error_chain(&error), "database unavailable");
                 }
                 AppError::unavailable(
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the database is unavailable",
                     retry_secs(error.retry_after()),
                 )
@@ -201,26 +283,21 @@ impl From<ApiError> for AppError {
     fn from(error: ApiError) -> Self {
         match &error {
             ApiError::Timeout { .. } => AppError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
+                ErrorCode::UpstreamTimeout,
                 "the upstream did not answer in time",
             ),
             ApiError::CircuitOpen { retry_after, .. } => AppError::unavailable(
-                "circuit_open",
+                ErrorCode::CircuitOpen,
                 "the upstream is failing; not calling it for now",
                 retry_secs(Some(*retry_after)),
             ),
             ApiError::NotConfigured { .. } => {
-                AppError::unavailable("not_configured", "no upstream is configured", 60)
+                AppError::unavailable(ErrorCode::NotConfigured, "no upstream is configured", 60)
             }
             ApiError::InvalidRequest { .. } => AppError::internal(&error),
             _ => {
                 tracing::warn!(error = %error_chain(&error), "upstream error");
-                AppError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "the upstream answered badly",
-                )
+                AppError::new(ErrorCode::UpstreamError, "the upstream answered badly")
             }
         }
     }

@@ -1,6 +1,7 @@
 //! [`AppState`]: everything the handlers use, given to the server whole.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sluice_api_client::ApiClient;
 use sluice_db::{Cache, Database};
@@ -28,6 +29,8 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     pub(crate) prometheus: Option<PrometheusHandle>,
     pub(crate) concurrency: Arc<Semaphore>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub(crate) draining: AtomicBool,
 }
 
 impl AppState {
@@ -46,7 +49,9 @@ impl AppState {
         registry: Registry,
         prometheus: Option<PrometheusHandle>,
     ) -> Self {
-        let concurrency = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        let concurrency = Arc::new(Semaphore::new(
+            config.max_concurrency.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -57,6 +62,7 @@ impl AppState {
                 registry,
                 prometheus,
                 concurrency,
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -75,8 +81,20 @@ impl AppState {
                 registry: inner.registry.clone(),
                 prometheus: inner.prometheus.clone(),
                 concurrency: inner.concurrency.clone(),
+                draining: AtomicBool::new(inner.draining.load(Ordering::Relaxed)),
             }),
         }
+    }
+
+    /// Marks the server as draining: `/readyz` answers 503 from now on.
+    /// [`serve`](crate::serve) calls this when its shutdown future completes.
+    pub fn begin_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
     }
 
     /// The configuration.

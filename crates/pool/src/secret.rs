@@ -44,12 +44,39 @@ impl From<&str> for Secret<String> {
     }
 }
 
-/// A URL with its password replaced by `***`, safe to log.
+/// Whether a URL query parameter carries a credential: libpq's
+/// `password`, `sslpassword`, `sslkey`; Redis' `sentinelPassword`; and any
+/// name containing `password`, `passwd`, `secret`, `token` or `key`
+/// (case-insensitive), so a driver's new spelling is covered too.
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "auth", "credential"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// A URL with its password and every credential-bearing query parameter
+/// (see `is_secret_param`) replaced by `***`, safe to log. Anything that
+/// does not parse as a URL is not shown at all.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query().is_some() {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if is_secret_param(&k) {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.to_string()
         }
@@ -73,5 +100,25 @@ mod tests {
         let r = redact_url("postgres://ada:hunter2@db:5432/app");
         assert_eq!(r, "postgres://ada:***@db:5432/app");
         assert!(!redact_url("not a url hunter2").contains("hunter2"));
+    }
+
+    #[test]
+    fn credentials_in_query_parameters_are_masked() {
+        for url in [
+            "postgres://app@db/app?password=hunter2",
+            "postgres://app@db/app?sslmode=require&sslpassword=hunter2",
+            "redis-sentinel://s1:26379/mymaster?sentinelPassword=hunter2",
+            "https://api.example.com/?api_key=hunter2&x=1",
+            "https://api.example.com/?access_token=hunter2",
+            "postgres://app@db/app?PASSWORD=hunter2",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://db/app?sslmode=require&application_name=x"),
+            "postgres://db/app?sslmode=require&application_name=x"
+        );
     }
 }

@@ -78,9 +78,57 @@ Environment variables (all optional; a bad value stops start-up naming it):
   SLUICE_AUTH_TOKENS             comma-separated bearer tokens (default: no auth)
   SLUICE_USER_CACHE_TTL          seconds users stay cached in Redis (default 60)
   SLUICE_SHUTDOWN_GRACE          seconds in-flight requests get on shutdown (default 30)
+  SLUICE_SHUTDOWN_LINGER         seconds between readiness off and the listener closing (default 1)
+  SLUICE_HEADER_READ_TIMEOUT     seconds from accept or a request's first byte to its headers (default 10)
+  SLUICE_IDLE_TIMEOUT            seconds an idle keep-alive connection is kept (default 60)
+  SLUICE_BODY_READ_TIMEOUT       seconds a request body may take to arrive; 408 after (default 10)
+  SLUICE_MAX_CONNECTIONS         open connections at once (default: from the file-descriptor limit)
   SLUICE_TLS_CERT                PEM certificate chain: serve HTTPS (with SLUICE_TLS_KEY)
   SLUICE_TLS_KEY                 PEM private key
   RUST_LOG                       log filter (default info)";
+
+/// Whether `name` is one of the server's variables (so a value that is
+/// not UTF-8 stops start-up instead of being ignored).
+pub(crate) fn is_ours(name: &str) -> bool {
+    ["SLUICE_", "DB_", "API_", "REDIS_", "IO_"]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || name == "DATABASE_URL"
+}
+
+/// The largest count any variable accepts (connections, sizes, caps).
+const MAX_COUNT: usize = 1 << 30;
+
+/// `SLUICE_AUTH_TOKENS`: unset means no authentication; set, it must name
+/// at least one token (a list of nothing — empty, `,`, spaces — is an
+/// error, never "auth off").
+fn auth_tokens(raw: Option<String>) -> Result<Vec<Secret<String>>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let tokens: Vec<Secret<String>> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| Secret::new(t.to_owned()))
+        .collect();
+    if tokens.is_empty() {
+        return Err(error(
+            "SLUICE_AUTH_TOKENS",
+            "names no token; unset it to turn authentication off",
+        ));
+    }
+    if tokens
+        .iter()
+        .any(|t| t.expose().chars().any(|c| !c.is_ascii_graphic()))
+    {
+        return Err(error(
+            "SLUICE_AUTH_TOKENS",
+            "tokens must be printable ASCII without spaces",
+        ));
+    }
+    Ok(tokens)
+}
 
 /// Everything start-up needs.
 #[derive(Debug)]
@@ -107,6 +155,7 @@ impl Settings {
     pub(crate) fn from_lookup(
         names: &[String],
         lookup: &dyn Fn(&str) -> Option<String>,
+        default_max_connections: usize,
     ) -> Result<Self, ConfigError> {
         let get = |key: &str| {
             lookup(key)
@@ -200,14 +249,21 @@ impl Settings {
             variable: e.field,
             reason: e.reason,
         })?;
+        // Counts are capped well below what would overflow a semaphore or
+        // an allocation: a value past the cap is a typo, not a wish.
         let whole = |key: &str, default: usize| -> Result<usize, ConfigError> {
             match get(key) {
                 None => Ok(default),
                 Some(v) => v
                     .parse::<usize>()
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| error(key, "expected a whole number greater than 0")),
+                    .filter(|n| (1..=MAX_COUNT).contains(n))
+                    .ok_or_else(|| {
+                        error(
+                            key,
+                            format!("expected a whole number from 1 to {MAX_COUNT}"),
+                        )
+                    }),
             }
         };
         let seconds =
@@ -223,17 +279,21 @@ impl Settings {
         let server = ServerConfig {
             max_body_bytes: whole("SLUICE_MAX_BODY_BYTES", defaults.max_body_bytes)?,
             request_timeout: seconds("IO_REQUEST_TIMEOUT", defaults.request_timeout, false)?,
-            header_read_timeout: defaults.header_read_timeout,
+            header_read_timeout: seconds(
+                "SLUICE_HEADER_READ_TIMEOUT",
+                defaults.header_read_timeout,
+                false,
+            )?,
+            idle_timeout: seconds("SLUICE_IDLE_TIMEOUT", defaults.idle_timeout, false)?,
+            body_read_timeout: seconds(
+                "SLUICE_BODY_READ_TIMEOUT",
+                defaults.body_read_timeout,
+                false,
+            )?,
+            max_connections: whole("SLUICE_MAX_CONNECTIONS", default_max_connections)?,
+            shutdown_linger: seconds("SLUICE_SHUTDOWN_LINGER", defaults.shutdown_linger, true)?,
             max_concurrency: whole("SLUICE_MAX_CONCURRENCY", defaults.max_concurrency)?,
-            auth_tokens: get("SLUICE_AUTH_TOKENS")
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(|t| Secret::new(t.to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            auth_tokens: auth_tokens(lookup("SLUICE_AUTH_TOKENS"))?,
             user_cache_ttl: seconds("SLUICE_USER_CACHE_TTL", defaults.user_cache_ttl, false)?,
             external_cache_ttl: seconds(
                 "API_EXTERNAL_CACHE_TTL",
@@ -309,7 +369,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let names: Vec<String> = map.keys().cloned().collect();
-        Settings::from_lookup(&names, &move |k: &str| map.get(k).cloned())
+        Settings::from_lookup(&names, &move |k: &str| map.get(k).cloned(), 1000)
     }
 
     #[test]

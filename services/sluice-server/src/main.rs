@@ -72,23 +72,50 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+/// The default connection cap: the file-descriptor limit less a reserve
+/// for pools, logs and the database (a tenth, at least 256), so that the
+/// server stops accepting before `accept` fails. 10,000 where the limit
+/// cannot be read (only Linux's `/proc/self/limits` is read).
+fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse::<usize>().ok())
+        });
+    match soft {
+        Some(n) => n.saturating_sub((n / 10).max(256)).max(16),
+        None => 10_000,
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let flags = Flags::parse();
     init_logging(flags.log_format);
     // One process-wide rustls provider (ring), before anything builds TLS.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let names: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .collect();
-    let mut settings =
-        match env::Settings::from_lookup(&names, &|key: &str| std::env::var(key).ok()) {
-            Ok(settings) => settings,
-            Err(e) => {
-                eprintln!("sluice-server: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
+    // A variable of ours whose value is not UTF-8 is an error, not unset.
+    let mut names = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Ok(key) = key.into_string() else { continue };
+        if env::is_ours(&key) && value.to_str().is_none() {
+            eprintln!("sluice-server: invalid configuration {key}: the value is not valid UTF-8");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        names.push(key);
+    }
+    let lookup = |key: &str| std::env::var(key).ok();
+    let mut settings = match env::Settings::from_lookup(&names, &lookup, default_max_connections())
+    {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("sluice-server: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     if let Some(bind) = flags.bind {
         settings.bind = bind;
     }

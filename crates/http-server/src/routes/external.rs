@@ -1,27 +1,39 @@
 //! `GET /external-data/{data_id}` and `POST /batch-external-data`.
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
+use serde::Serialize;
 use sluice_api_client::{ApiClient, ApiError, ApiPath, ApiRequest, ApiResponse};
 
-use crate::body;
-use crate::error::{AppError, FieldError};
+use crate::envelope::Data;
+use crate::error::{AppError, ErrorCode, FieldError};
+use crate::extract::{self, Param};
 use crate::state::AppState;
 
-fn valid_id(id: &str) -> bool {
-    (1..=256).contains(&id.chars().count())
+/// What is wrong with a data id, if anything: 1 to 256 characters, no
+/// control characters (U+0000–U+001F, U+007F: they could break an
+/// upstream's log), and not `.` or `..` (which URL parsers and proxies
+/// resolve as dot segments, even percent-encoded).
+fn invalid_id(id: &str) -> Option<&'static str> {
+    if !(1..=256).contains(&id.chars().count()) {
+        Some("must be 1 to 256 characters")
+    } else if id == "." || id == ".." {
+        Some("must not be . or ..")
+    } else if id.chars().any(|c| c.is_ascii_control()) {
+        Some("must not contain control characters")
+    } else {
+        None
+    }
 }
 
 fn upstream(state: &AppState) -> Result<&ApiClient, AppError> {
-    state
-        .inner
-        .api
-        .as_ref()
-        .ok_or_else(|| AppError::unavailable("not_configured", "no upstream is configured", 60))
+    state.inner.api.as_ref().ok_or_else(|| {
+        AppError::unavailable(ErrorCode::NotConfigured, "no upstream is configured", 60)
+    })
 }
 
 fn data_request(id: &str) -> ApiRequest {
@@ -34,13 +46,10 @@ fn cache_key(id: &str) -> String {
 
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, AppError> {
-    if !valid_id(&id) {
-        return Err(AppError::invalid(vec![FieldError::new(
-            "data_id",
-            "must be 1 to 256 characters",
-        )]));
+    if let Some(problem) = invalid_id(&id) {
+        return Err(AppError::invalid_field("data_id", problem));
     }
     let api = upstream(&state)?;
     let ttl = state.inner.config.external_cache_ttl;
@@ -48,7 +57,7 @@ pub(crate) async fn get(
     if let Some(cache) = cache
         && let Ok(Some(data)) = cache.get::<serde_json::Value>(&cache_key(&id)).await
     {
-        return Ok(Json(serde_json::json!({"success": true, "data": data})).into_response());
+        return Ok(Json(Data::new(data)).into_response());
     }
     let response = api.request(data_request(&id)).await?;
     let data = answer(response)?;
@@ -57,7 +66,7 @@ pub(crate) async fn get(
     {
         tracing::debug!(error = %e, "external cache write failed");
     }
-    Ok(Json(serde_json::json!({"success": true, "data": data})).into_response())
+    Ok(Json(Data::new(data)).into_response())
 }
 
 /// A 2xx JSON answer's body; 404 stays 404; anything else is 502.
@@ -66,8 +75,7 @@ fn answer(response: ApiResponse) -> Result<serde_json::Value, AppError> {
         200..=299 => response.json().map_err(AppError::from),
         404 => Err(AppError::not_found("the upstream has no data for this id")),
         _ => Err(AppError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
+            ErrorCode::UpstreamError,
             "the upstream answered badly",
         )),
     }
@@ -91,12 +99,55 @@ fn item_error(error: &ApiError) -> (Option<u16>, &'static str) {
     }
 }
 
+/// One item of a batch answer; `data` is always present (null on failure),
+/// `error` only on failure.
+#[derive(Debug, Serialize)]
+struct BatchItem<'a> {
+    id: &'a str,
+    status_code: Option<u16>,
+    data: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+impl<'a> BatchItem<'a> {
+    fn new(id: &'a str, result: Result<ApiResponse, ApiError>) -> Self {
+        let (status_code, data, error) = match result {
+            Ok(response) if (200..300).contains(&response.status) => {
+                match response.json::<serde_json::Value>() {
+                    Ok(data) => (Some(response.status), Some(data), None),
+                    Err(_) => (
+                        Some(response.status),
+                        None,
+                        Some("the upstream's answer was not valid JSON"),
+                    ),
+                }
+            }
+            Ok(response) => (
+                Some(response.status),
+                None,
+                Some("the upstream answered with an error status"),
+            ),
+            Err(error) => {
+                let (status, message) = item_error(&error);
+                (status, None, Some(message))
+            }
+        };
+        Self {
+            id,
+            status_code,
+            data,
+            error,
+        }
+    }
+}
+
 pub(crate) async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let value = body::json(&headers, body)?;
+    let value = extract::json(&headers, body)?;
     let max = state.inner.config.max_batch_size;
     let Some(items) = value.as_array() else {
         return Err(AppError::invalid(vec![FieldError::new(
@@ -113,12 +164,10 @@ pub(crate) async fn batch(
     let mut ids = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match item.as_str() {
-            Some(id) if valid_id(id) => ids.push(id.to_owned()),
-            _ => errors.push(FieldError::new(
-                format!("[{i}]"),
-                "must be a string of 1 to 256 characters",
-            )),
+        match item.as_str().map(|id| (id, invalid_id(id))) {
+            Some((id, None)) => ids.push(id.to_owned()),
+            Some((_, Some(problem))) => errors.push(FieldError::new(format!("[{i}]"), problem)),
+            None => errors.push(FieldError::new(format!("[{i}]"), "must be a string")),
         }
     }
     if !errors.is_empty() {
@@ -133,22 +182,26 @@ pub(crate) async fn batch(
             Some(deadline),
         )
         .await;
-    let data: Vec<serde_json::Value> = ids
+    let data: Vec<BatchItem<'_>> = ids
         .iter()
         .zip(results)
-        .map(|(id, result)| match result {
-            Ok(response) if (200..300).contains(&response.status) => match response.json::<serde_json::Value>() {
-                Ok(data) => serde_json::json!({"id": id, "status_code": response.status, "data": data}),
-                Err(_) => serde_json::json!({"id": id, "status_code": response.status, "data": null,
-                                              "error": "the upstream's answer was not valid JSON"}),
-            },
-            Ok(response) => serde_json::json!({"id": id, "status_code": response.status, "data": null,
-                                               "error": "the upstream answered with an error status"}),
-            Err(error) => {
-                let (status, message) = item_error(&error);
-                serde_json::json!({"id": id, "status_code": status, "data": null, "error": message})
-            }
-        })
+        .map(|(id, result)| BatchItem::new(id, result))
         .collect();
-    Ok(Json(serde_json::json!({"success": true, "data": data})).into_response())
+    Ok(Json(Data::new(data)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_and_control_characters_are_refused() {
+        for ok in ["a", "a.b", "...", "a/b", "%2F", "é", &"x".repeat(256)] {
+            assert_eq!(invalid_id(ok), None, "{ok}");
+        }
+        let long = "x".repeat(257);
+        for bad in ["", ".", "..", "a\nb", "\u{7f}", "tab\t", long.as_str()] {
+            assert!(invalid_id(bad).is_some(), "{bad:?}");
+        }
+    }
 }

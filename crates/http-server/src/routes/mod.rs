@@ -1,17 +1,27 @@
-//! The router: the contract's routes, fallbacks and layers.
+//! The router: the contract's routes, fallbacks and the edge's layers
+//! (see `edge/mod.rs` for the order and why).
 
 mod external;
 mod ops;
 mod users;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::StatusCode;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 
-use crate::error::AppError;
-use crate::middleware;
+use crate::edge::context::RequestContextLayer;
+use crate::edge::guard::{self, BearerAuth, DeclaredLength};
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 async fn not_found() -> Response {
@@ -20,32 +30,60 @@ async fn not_found() -> Response {
 
 async fn method_not_allowed() -> Response {
     AppError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept that method",
     )
     .into_response()
 }
 
-/// Every route of the contract with its layers, as an axum [`Router`].
+/// Every route of the contract with the edge's layers, as an axum
+/// [`Router`].
 pub fn router(state: AppState) -> Router {
-    let limit = state.inner.config.max_body_bytes;
-    Router::new()
+    router_with(state, Router::new())
+}
+
+/// [`router`] plus `extra` routes of your own, which get everything the
+/// contract's API routes get: request ids, the envelope on panics and
+/// timeouts, authentication when configured, load shedding.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let config = state.config();
+    let auth = (!config.auth_tokens.is_empty()).then(|| {
+        ValidateRequestHeaderLayer::custom(BearerAuth {
+            tokens: Arc::from(config.auth_tokens.clone()),
+        })
+    });
+    let protected = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(guard::layer_error))
+        .option_layer(auth)
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+            state.inner.concurrency.clone(),
+        ));
+    let api = Router::new()
         .route("/users/{user_id}", get(users::get))
         .route("/users", post(users::create))
         .route("/external-data/{data_id}", get(external::get))
         .route("/batch-external-data", post(external::batch))
         .route("/io-metrics", get(ops::io_metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .merge(extra)
+        .route_layer(protected);
+    let probes = Router::new()
         .route("/metrics", get(ops::prometheus))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/readyz", get(ops::readyz));
+    let edge = ServiceBuilder::new()
+        .layer(RequestContextLayer)
+        .layer(CatchPanicLayer::custom(guard::panicked))
+        .layer(HandleErrorLayer::new(guard::layer_error))
+        .layer(TimeoutLayer::new(config.request_timeout))
+        .layer(ValidateRequestHeaderLayer::custom(DeclaredLength {
+            max: config.max_body_bytes,
+        }))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    api.merge(probes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::context,
-        ))
+        .layer(edge)
         .with_state(state)
 }

@@ -9,25 +9,42 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use sluice_metrics::{Backend, ConnectionSnapshot};
 
+use crate::envelope::Probe;
 use crate::error::AppError;
 use crate::state::AppState;
 
 pub(crate) async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+    Json(Probe {
+        status: "ok",
+        failing: Vec::new(),
+    })
+    .into_response()
 }
 
+fn unready(failing: String) -> Response {
+    let body = Probe {
+        status: "unavailable",
+        failing: vec![failing],
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// 503 as soon as the server drains (so a balancer stops sending), or
+/// while the primary database does not answer a ping; else 200.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return unready("server:draining".to_owned());
+    }
     let db = &state.inner.db;
     match db.ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(Probe {
+            status: "ready",
+            failing: Vec::new(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %crate::error::error_chain(&e), "readiness check failed");
-            let failing = format!("database:{}", db.pool().name());
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "failing": [failing]})),
-            )
-                .into_response()
+            unready(format!("database:{}", db.pool().name()))
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `GET /users/{user_id}` and `POST /users`.
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -10,8 +10,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use sluice_db::{DbError, params};
 
-use crate::body;
-use crate::error::{AppError, FieldError};
+use crate::envelope::{Created, Data};
+use crate::error::{AppError, ErrorCode, FieldError};
+use crate::extract::{self, Param};
 use crate::state::AppState;
 
 /// `(id, name, email, bio, created_at)`: a tuple decodes without a derive.
@@ -56,14 +57,14 @@ fn cache_key(id: i64) -> String {
 
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    Param(raw): Param,
 ) -> Result<Response, AppError> {
     let id = user_id(&raw)?;
     let inner = &state.inner;
     if let Some(cache) = &inner.cache
         && let Ok(Some(user)) = cache.get::<User>(&cache_key(id)).await
     {
-        return Ok(Json(serde_json::json!({"success": true, "data": user})).into_response());
+        return Ok(Json(Data::new(user)).into_response());
     }
     let row: Option<UserRow> = inner
         .db
@@ -83,7 +84,7 @@ pub(crate) async fn get(
             tracing::debug!(error = %e, "user cache write failed");
         }
     }
-    Ok(Json(serde_json::json!({"success": true, "data": user})).into_response())
+    Ok(Json(Data::new(user)).into_response())
 }
 
 /// The validated fields of a new user.
@@ -147,7 +148,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let user = validate(&body::json(&headers, body)?)?;
+    let user = validate(&extract::json(&headers, body)?)?;
     let NewUser { name, email, bio } = user;
     let created = state
         .inner
@@ -174,18 +175,13 @@ pub(crate) async fn create(
         Ok(id) => id,
         Err(DbError::Conflict { .. }) => {
             return Err(AppError::new(
-                StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 "a user with this email already exists",
             ));
         }
         Err(e) => return Err(e.into()),
     };
-    let mut response = (
-        StatusCode::CREATED,
-        Json(serde_json::json!({"success": true, "user_id": id})),
-    )
-        .into_response();
+    let mut response = (StatusCode::CREATED, Json(Created::new(id))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/users/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
     }

@@ -1,0 +1,170 @@
+//! [`RequestContextLayer`]: the outermost layer of every route. It gives
+//! the request its id, opens its span, makes the id visible to the error
+//! envelope (a task-local), and when the response is ready writes the
+//! `X-Request-Id` header, one access-log line and one server metric.
+//!
+//! Request id and trace are one hand-written layer rather than tower-http's
+//! `SetRequestId` + `PropagateRequestId` + `TraceLayer`: the envelope
+//! needs the id inside the handler (a task-local scope around the inner
+//! future), the metric needs the route template (known only inside the
+//! router), and one future here replaces three nested ones on every
+//! request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use http::{HeaderValue, Method, Response};
+use rand::RngExt;
+use tokio::task::futures::TaskLocalFuture;
+use tower::{Layer, Service};
+use tracing::instrument::{Instrument, Instrumented};
+
+use crate::error::REQUEST_ID;
+
+/// The request header that carries a client's id, echoed on the response.
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Whether a client's request id may be echoed: 1 to 128 characters of
+/// `[A-Za-z0-9._:-]`, so that it cannot forge fields in a text log line
+/// or smuggle anything into a header.
+pub(crate) fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The client's id if it is safe, else a new random one (32 hex digits).
+fn request_id(req: &Request) -> Arc<str> {
+    match req.headers().get(REQUEST_ID_HEADER) {
+        Some(given) if is_safe_request_id(given.as_bytes()) => {
+            // Safe bytes are ASCII, so this never fails.
+            Arc::from(given.to_str().unwrap_or_default())
+        }
+        _ => Arc::from(format!("{:032x}", rand::rng().random::<u128>()).as_str()),
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestContextLayer;
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext { inner }
+    }
+}
+
+/// The service of [`RequestContextLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct RequestContext<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request> for RequestContext<S>
+where
+    S: Service<Request, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = ContextFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let id = request_id(&req);
+        let method = req.method().clone();
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %method,
+            route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        );
+        let inner = REQUEST_ID
+            .scope(id.clone(), self.inner.call(req))
+            .instrument(span);
+        ContextFuture {
+            inner,
+            started: Instant::now(),
+            id,
+            method,
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestContext`].
+    pub(crate) struct ContextFuture<F> {
+        #[pin]
+        inner: Instrumented<TaskLocalFuture<Arc<str>, F>>,
+        started: Instant,
+        id: Arc<str>,
+        method: Method,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, B, E> Future for ContextFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if let Ok(value) = HeaderValue::from_str(this.id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let elapsed = this.started.elapsed();
+        let status = response.status().as_u16();
+        let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        sluice_metrics::server::record_request(route, this.method.as_str(), status, elapsed);
+        tracing::info!(
+            request_id = %this.id,
+            method = %this.method,
+            route,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_safe_charset_is_echoed() {
+        for ok in ["a", "client-id-1", "A.b_c:d-9", &"x".repeat(128)] {
+            assert!(is_safe_request_id(ok.as_bytes()), "{ok}");
+        }
+        let long = "x".repeat(129);
+        for bad in [
+            "",
+            "has space",
+            "tab\there",
+            "a=b",
+            "é",
+            "a\"b",
+            long.as_str(),
+        ] {
+            assert!(!is_safe_request_id(bad.as_bytes()), "{bad}");
+        }
+    }
+}
