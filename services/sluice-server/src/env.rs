@@ -275,6 +275,10 @@ impl Settings {
                         .map_err(|_| error(key, "expected a number of seconds greater than 0")),
                 }
             };
+        // The retry settings feed every pool and upstream; check them even
+        // when nothing that retries is configured, so a typo never waits.
+        whole("IO_RETRY_ATTEMPTS", 3)?;
+        seconds("IO_RETRY_DELAY", Duration::from_secs(1), true)?;
         let defaults = ServerConfig::default();
         let server = ServerConfig {
             max_body_bytes: whole("SLUICE_MAX_BODY_BYTES", defaults.max_body_bytes)?,
