@@ -45,7 +45,35 @@ fn failed(what: impl Into<String>) -> ProvisionError {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+///
+/// The port is drawn from below the kernel's ephemeral range, so that no
+/// outgoing connection (of this or a concurrent test) can take it as its
+/// source port while a server that owns it is stopped for a drill and then
+/// restarted on it. Falls back to an ephemeral port when that range is full.
 pub fn free_port() -> io::Result<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    if ephemeral_start > low + 1_000 {
+        let span = u64::from(ephemeral_start - low);
+        let mut seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ (u64::from(std::process::id()) << 32);
+        for _ in 0..64 {
+            // xorshift: cheap, and good enough to spread concurrent callers.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let port = low + (seed % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

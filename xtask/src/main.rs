@@ -34,7 +34,7 @@ commands:
   chaos [DRILL…]     fault drills on the release server under load, each with
                      pass/fail goals: postgres-stop, redis-kill,
                      upstream-errors, upstream-outage, postgres-kill, sigterm,
-                     slow-clients (default: all; about 2 minutes;
+                     slow-clients, idle-sockets (default: all; about 2½ minutes;
                      SLUICE_CHAOS_LOG sets the server's RUST_LOG)
 ";
 

@@ -13,6 +13,7 @@
 mod attack;
 mod drills;
 mod harness;
+mod idle;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,7 @@ const DRILLS: &[&str] = &[
     "postgres-kill",
     "sigterm",
     "slow-clients",
+    "idle-sockets",
 ];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +65,8 @@ async fn main() {
             "upstream-outage" => drills::upstream_outage(&mut harness).await,
             "postgres-kill" => drills::postgres_kill(&mut harness).await,
             "sigterm" => drills::sigterm(&mut harness).await,
-            _ => attack::slow_clients(&mut harness).await,
+            "slow-clients" => attack::slow_clients(&mut harness).await,
+            _ => idle::idle_sockets(&mut harness).await,
         };
         match result {
             Ok(found) => {
