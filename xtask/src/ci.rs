@@ -8,6 +8,7 @@ pub(crate) fn run() -> Result<()> {
     let started = std::time::Instant::now();
     require("promtool", "apt-get install -y prometheus")?;
     require("cargo-deny", "cargo install cargo-deny --locked")?;
+    require("schemathesis", "python3 -m pip install schemathesis")?;
     let validator = Command::new("python3")
         .args(["-c", "import openapi_spec_validator"])
         .status()
@@ -39,6 +40,7 @@ pub(crate) fn run() -> Result<()> {
     // more useful early signal.
     let services = crate::test::Services::provision()?;
     crate::test::run_with(&services, &[])?;
+    crate::schema::run(&services)?;
     drop(services);
     crate::run_step(
         "cargo doc",

@@ -29,7 +29,7 @@ struct Run {
 }
 
 /// A child process killed on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -78,7 +78,7 @@ pub(crate) fn require(binary: &str, install: &str) -> Result<()> {
 }
 
 /// Waits until `GET path` on 127.0.0.1:port answers 200.
-fn wait_ready(port: u16, path: &str, timeout: Duration) -> Result<Duration> {
+pub(crate) fn wait_ready(port: u16, path: &str, timeout: Duration) -> Result<Duration> {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {

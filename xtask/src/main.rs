@@ -8,6 +8,7 @@ mod chaos;
 mod ci;
 mod layers;
 mod load;
+mod schema;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -20,10 +21,13 @@ cargo xtask <command>
 
 commands:
   ci                 everything CI runs: fmt, clippy, layering, docs, tests
-                     against provisioned PostgreSQL and Redis, cargo deny
+                     against provisioned PostgreSQL and Redis, schemathesis
+                     against the live server (SQLite, PostgreSQL), cargo deny
   test [ARGS…]       provision throw-away PostgreSQL and Redis (or use
                      DATABASE_URL / REDIS_URL when set) and run
                      `cargo test --workspace ARGS…` against them
+  schema             schemathesis against the live server from its own
+                     /openapi.json, on SQLite and on PostgreSQL + Redis
   layers             check that crate dependencies only point down the layers
   bench [NAME…]      benchmarks quoted in the docs: `metrics` (recording
                      cost), `retry` (outage simulation + policy overhead),
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
         "ci" => ci::run(),
         "test" => test::run(rest),
         "layers" => layers::run(),
+        "schema" => schema::run_alone(),
         "bench" => bench::run(rest),
         "chaos" => chaos::run(rest),
         "help" | "--help" | "-h" => {
