@@ -148,6 +148,7 @@ pub struct TempPostgres {
     port: u16,
     as_postgres_user: bool,
     durable: bool,
+    frozen: bool,
     child: Option<Child>,
 }
 
@@ -182,6 +183,7 @@ impl TempPostgres {
             port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
             as_postgres_user,
             durable,
+            frozen: false,
             child: None,
         };
         let data = pg.data_dir();
@@ -308,22 +310,9 @@ impl TempPostgres {
     /// the postmaster, no shutdown checkpoint. [`restart`](Self::restart)
     /// then runs crash recovery.
     pub fn crash(&mut self) -> Result<(), ProvisionError> {
-        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
-            .map_err(|e| failed(format!("postmaster.pid: {e}")))?;
-        let pid = pid_file
-            .lines()
-            .next()
-            .map(str::trim)
-            .filter(|p| p.parse::<u32>().is_ok())
-            .ok_or_else(|| failed("postmaster.pid holds no pid"))?
-            .to_owned();
-        let children = Command::new("pgrep")
-            .args(["-P", &pid])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let mut victims: Vec<&str> = children.split_whitespace().collect();
-        victims.push(&pid);
+        self.thaw()?;
+        let pids = self.cluster_pids()?;
+        let victims: Vec<&str> = pids.iter().map(String::as_str).collect();
         // A backend may exit between pgrep and kill; kill then reports
         // it as missing, which is fine: it is gone either way.
         let _ = Command::new("kill")
@@ -343,6 +332,61 @@ impl TempPostgres {
         Ok(())
     }
 
+    /// The postmaster's pid and its children's (backends, checkpointer…).
+    fn cluster_pids(&self) -> Result<Vec<String>, ProvisionError> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .map_err(|e| failed(format!("postmaster.pid: {e}")))?;
+        let pid = pid_file
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|p| p.parse::<u32>().is_ok())
+            .ok_or_else(|| failed("postmaster.pid holds no pid"))?
+            .to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
+        pids.push(pid);
+        Ok(pids)
+    }
+
+    /// Freezes the whole server with SIGSTOP, as a host that stopped
+    /// answering would look: the kernel still completes TCP handshakes
+    /// (into the listen backlog), but nothing accepts, answers a start-up
+    /// message or a query. [`thaw`](Self::thaw) (or drop) resumes it.
+    pub fn freeze(&mut self) -> Result<(), ProvisionError> {
+        let pids = self.cluster_pids()?;
+        let status = Command::new("kill")
+            .arg("-STOP")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| failed(format!("kill -STOP: {e}")))?;
+        self.frozen = true;
+        if !status.success() {
+            return Err(failed("kill -STOP failed"));
+        }
+        Ok(())
+    }
+
+    /// Resumes a server frozen by [`freeze`](Self::freeze).
+    pub fn thaw(&mut self) -> Result<(), ProvisionError> {
+        if !self.frozen {
+            return Ok(());
+        }
+        let pids = self.cluster_pids()?;
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+        self.frozen = false;
+        Ok(())
+    }
+
     /// Starts the server again on the same port with the same data.
     pub fn restart(&mut self) -> Result<(), ProvisionError> {
         if self.child.is_some() {
@@ -359,6 +403,7 @@ impl TempPostgres {
 
 impl Drop for TempPostgres {
     fn drop(&mut self) {
+        let _ = self.thaw();
         if self.child.is_some() {
             let _ = run(self
                 .command("pg_ctl")

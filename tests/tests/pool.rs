@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_pool::{ConnectionConfig, Error, Kind, RedisPool, Secret, SqlConnection, SqlPool};
-use sluice_tests::provision::{TempPostgres, free_port};
+use sluice_tests::provision::free_port;
 use sluice_tests::services;
 
 async fn select_one(pool: &SqlPool) -> Result<i64, Error> {
@@ -174,79 +174,6 @@ async fn an_unreachable_server_fails_once_naming_the_connection_without_secrets(
     assert!(cause.contains("after 2 attempts"), "{cause}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(err.is_unavailable());
-}
-
-#[tokio::test]
-async fn the_pool_recovers_from_a_postgres_restart_without_a_storm() {
-    let mut pg = tokio::task::spawn_blocking(TempPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut config = ConnectionConfig::from_url("restarting", &pg.url()).unwrap();
-    config.acquire_timeout = Duration::from_millis(700);
-    config.retry_delay = Duration::from_millis(500);
-    config.pool_size = 4;
-    let pool = SqlPool::open(&config).await.unwrap();
-    assert_eq!(select_one(&pool).await.unwrap(), 1);
-
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.stop().unwrap();
-        pg
-    })
-    .await
-    .unwrap();
-    // While it is down: errors, never a hang; after a few failures the
-    // breaker answers at once instead of every caller reconnecting.
-    let mut fast = 0;
-    let mut unchecked = 0;
-    for _ in 0..10 {
-        let started = Instant::now();
-        let err = match pool.acquire().await {
-            // A connection released under VALIDATE_AFTER_IDLE ago is handed
-            // out without a ping; its query fails (and sqlx's ping on
-            // release discards it). At most the pool's size of them.
-            Ok(SqlConnection::Postgres(mut c)) => {
-                unchecked += 1;
-                assert!(sqlx::query("SELECT 1").execute(&mut *c).await.is_err());
-                continue;
-            }
-            Ok(_) => unreachable!("a PostgreSQL pool"),
-            Err(err) => err,
-        };
-        assert!(err.is_unavailable(), "{err}");
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{:?}",
-            started.elapsed()
-        );
-        if matches!(err, Error::Unavailable { .. }) {
-            fast += 1;
-            assert!(started.elapsed() < Duration::from_millis(50));
-        }
-    }
-    assert!(
-        fast >= 5,
-        "the breaker should answer most calls while the database is down: {fast}"
-    );
-    assert!(unchecked <= config.pool_size, "{unchecked}");
-
-    let mut pg = pg;
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.restart().unwrap();
-        pg
-    })
-    .await
-    .unwrap();
-    // Same pool object, no reopening: it comes back by itself.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match select_one(&pool).await {
-            Ok(1) => break,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            other => panic!("pool did not recover: {other:?}"),
-        }
-    }
-    drop(pg);
 }
 
 #[tokio::test]

@@ -58,12 +58,13 @@ impl Database {
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(Box::pin(executor::fetch_all(
+                let statement = Box::pin(executor::fetch_all(
                     conn_of(&mut conn)?,
                     prepared,
                     persistent,
-                ))
-                .await?)
+                ));
+                let outcome = self.pool.unless_down(statement).await;
+                finish(&mut conn, outcome)
             })
             .await
     }
@@ -90,12 +91,13 @@ impl Database {
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(Box::pin(executor::fetch_optional(
+                let statement = Box::pin(executor::fetch_optional(
                     conn_of(&mut conn)?,
                     prepared,
                     persistent,
-                ))
-                .await?)
+                ));
+                let outcome = self.pool.unless_down(statement).await;
+                finish(&mut conn, outcome)
             })
             .await
     }
@@ -114,12 +116,13 @@ impl Database {
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(Box::pin(executor::fetch_json(
+                let statement = Box::pin(executor::fetch_json(
                     conn_of(&mut conn)?,
                     prepared,
                     persistent,
-                ))
-                .await?)
+                ));
+                let outcome = self.pool.unless_down(statement).await;
+                finish(&mut conn, outcome)
             })
             .await
     }
@@ -131,7 +134,10 @@ impl Database {
         self.metrics
             .timed(OpKind::Execute, async {
                 let mut conn = self.pool.acquire().await?;
-                Ok(Box::pin(executor::execute(conn_of(&mut conn)?, prepared, persistent)).await?)
+                let statement =
+                    Box::pin(executor::execute(conn_of(&mut conn)?, prepared, persistent));
+                let outcome = self.pool.unless_down(statement).await;
+                finish(&mut conn, outcome)
             })
             .await
     }
@@ -144,6 +150,22 @@ impl Database {
     /// Closes the pool, waiting for borrowed connections.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A statement's result; when the server was found down while it ran, the
+/// connection is discarded (its protocol state is unknown) and the error
+/// is the pool's `Unavailable`.
+fn finish<T, E: Into<DbError>>(
+    conn: &mut SqlConnection,
+    outcome: std::result::Result<std::result::Result<T, E>, sluice_pool::Error>,
+) -> Result<T> {
+    match outcome {
+        Ok(result) => result.map_err(Into::into),
+        Err(down) => {
+            conn.discard();
+            Err(down.into())
+        }
     }
 }
 

@@ -125,7 +125,10 @@ pub struct ConnectionConfig {
     pub pool_size: u32,
     /// Connections kept open when idle, opened at start. Default 1.
     pub min_idle: u32,
-    /// Time allowed to open one connection. Default 5 s.
+    /// Time allowed to open one connection. Default 2 s. For PostgreSQL it
+    /// also bounds the outage probe: a server that accepts TCP but never
+    /// answers is found down after about this long (plus 100 ms), and
+    /// callers fail fast from then on.
     pub connect_timeout: Duration,
     /// Time a caller waits for a free connection before `Timeout`. Default 5 s.
     pub acquire_timeout: Duration,
@@ -159,7 +162,7 @@ impl ConnectionConfig {
             tls: TlsConfig::default(),
             pool_size: 10,
             min_idle: 1,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
             acquire_timeout: Duration::from_secs(5),
             command_timeout: match kind {
                 Kind::Redis => Some(Duration::from_secs(1)),

@@ -12,6 +12,7 @@
 //! | `P_HOST`, `P_PORT`, `P_DATABASE`, `P_USERNAME`, `P_PASSWORD` | the server |
 //! | `P_POOL_SIZE`, `P_MIN_IDLE` | pool bounds |
 //! | `P_TIMEOUT` | seconds to connect and to wait for a connection (Redis: also per command) |
+//! | `P_CONNECT_TIMEOUT` | seconds to open one connection, overriding `P_TIMEOUT` for that (default 2); also bounds the outage probe |
 //! | `P_COMMAND_TIMEOUT` | seconds: PostgreSQL `statement_timeout`, Redis command timeout |
 //! | `P_SSL` | `disable`, `prefer`, `require`/`true` (verified), `false` |
 //! | `P_SSL_VERIFY` | `false` to skip certificate verification (test rigs only) |
@@ -95,6 +96,9 @@ impl ConnectionConfig {
             if kind == Kind::Redis {
                 c.command_timeout = Some(timeout);
             }
+        }
+        if let Some((key, v)) = var("CONNECT_TIMEOUT") {
+            c.connect_timeout = seconds(&key, &v)?;
         }
         if let Some((key, v)) = var("COMMAND_TIMEOUT") {
             c.command_timeout = Some(seconds(&key, &v)?);
@@ -222,6 +226,39 @@ mod tests {
     }
 
     #[test]
+    fn connect_timeout_overrides_timeout_for_connecting_only() {
+        let c = ConnectionConfig::from_env(
+            "primary",
+            "DB_POSTGRES",
+            Kind::Postgres,
+            env(&[
+                ("DB_POSTGRES_HOST", "db"),
+                ("DB_POSTGRES_TIMEOUT", "7"),
+                ("DB_POSTGRES_CONNECT_TIMEOUT", "0.5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.connect_timeout, c.acquire_timeout),
+            (Duration::from_millis(500), Duration::from_secs(7))
+        );
+        let err = ConnectionConfig::from_env(
+            "primary",
+            "DB_POSTGRES",
+            Kind::Postgres,
+            env(&[
+                ("DB_POSTGRES_HOST", "db"),
+                ("DB_POSTGRES_CONNECT_TIMEOUT", "0"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("DB_POSTGRES_CONNECT_TIMEOUT"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_design_variables_build_a_postgres_config() {
         let c = ConnectionConfig::from_env(
             "primary",
@@ -247,6 +284,7 @@ mod tests {
             ("db", Some(6432), 20)
         );
         assert_eq!(c.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(c.acquire_timeout, Duration::from_millis(2500));
         assert_eq!(
             (c.retry_attempts, c.retry_delay),
             (5, Duration::from_millis(500))

@@ -16,6 +16,7 @@ mod config;
 mod env;
 mod error;
 mod http;
+mod outage;
 mod redis;
 mod registry;
 mod secret;

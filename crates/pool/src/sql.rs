@@ -1,5 +1,6 @@
 //! [`SqlPool`]: pooled PostgreSQL or SQLite connections on sqlx.
 
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,6 +15,7 @@ use sqlx::{Postgres, Sqlite};
 
 use crate::config::{ConnectionConfig, Kind, TlsMode};
 use crate::error::{ConnectError, Error, Result};
+use crate::outage::{OutageGate, PROBE_AFTER, PROBE_STATEMENT_AFTER, Watched};
 use crate::stats::PoolStats;
 
 /// A pool of PostgreSQL or SQLite connections.
@@ -38,7 +40,18 @@ struct Inner {
     acquire_timeout: Duration,
     waiting: AtomicU32,
     breaker: CircuitBreaker,
+    /// Outage detection; PostgreSQL only (an SQLite file does not go away).
+    gate: Option<Arc<OutageGate>>,
     metrics: PoolMetrics,
+}
+
+/// Counts one waiting acquire for as long as it lives.
+struct WaitingGuard<'a>(&'a AtomicU32);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -55,6 +68,17 @@ pub enum SqlConnection {
     Postgres(PoolConnection<Postgres>),
     /// An SQLite connection.
     Sqlite(PoolConnection<Sqlite>),
+}
+
+impl SqlConnection {
+    /// Closes this connection when it is dropped instead of returning it
+    /// to the pool: for a connection whose statement was abandoned midway.
+    pub fn discard(&mut self) {
+        match self {
+            SqlConnection::Postgres(c) => c.close_on_drop(),
+            SqlConnection::Sqlite(c) => c.close_on_drop(),
+        }
+    }
 }
 
 impl SqlPool {
@@ -136,6 +160,8 @@ impl SqlPool {
                 acquire_timeout: config.acquire_timeout,
                 waiting: AtomicU32::new(0),
                 breaker,
+                gate: (config.kind == Kind::Postgres)
+                    .then(|| OutageGate::new(config.connect_timeout, config.retry_delay)),
                 metrics,
             }),
         })
@@ -165,23 +191,49 @@ impl SqlPool {
     /// free within the acquire timeout.
     pub async fn acquire(&self) -> Result<SqlConnection> {
         let inner = &self.inner;
+        if let Some(gate) = &inner.gate
+            && gate.is_down()
+        {
+            return Err(self.unavailable(gate.retry_after()));
+        }
         let permit = inner
             .breaker
             .try_acquire()
-            .map_err(|rejected| Error::Unavailable {
-                name: inner.name.clone(),
-                retry_after: rejected.retry_after,
-            })?;
+            .map_err(|rejected| self.unavailable(rejected.retry_after))?;
         inner.waiting.fetch_add(1, Ordering::Relaxed);
+        // Decrements `waiting` however this future ends, cancelled included.
+        let waiting = WaitingGuard(&inner.waiting);
         let started = Instant::now();
         // sqlx's acquire future embeds the whole connect path (TLS
         // included) and is tens of kilobytes: boxed, every future that
         // awaits this one stays small and cheap to move.
         let result = match &inner.driver {
-            Driver::Postgres(pool) => Box::pin(pool.acquire()).await.map(SqlConnection::Postgres),
+            Driver::Postgres(pool) => {
+                let acquire = Box::pin(pool.acquire());
+                let watched = match &inner.gate {
+                    Some(gate) => {
+                        gate.watch(acquire, PROBE_AFTER, || pool.connect_options())
+                            .await
+                    }
+                    None => Watched::Done(acquire.await),
+                };
+                match watched {
+                    Watched::Done(result) => result.map(SqlConnection::Postgres),
+                    Watched::Down => {
+                        drop(waiting);
+                        inner.metrics.waited(started.elapsed());
+                        inner.metrics.connected(false);
+                        let retry_after = inner
+                            .gate
+                            .as_ref()
+                            .map_or(Duration::from_secs(1), |g| g.retry_after());
+                        return Err(self.unavailable(retry_after));
+                    }
+                }
+            }
             Driver::Sqlite(pool) => Box::pin(pool.acquire()).await.map(SqlConnection::Sqlite),
         };
-        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         let waited = started.elapsed();
         inner.metrics.waited(waited);
         match result {
@@ -211,6 +263,32 @@ impl SqlPool {
                     source,
                 })
             }
+        }
+    }
+
+    /// Runs `statement` (work on a connection of this pool) unless the
+    /// server is found down while it runs: then gives up on it with
+    /// [`Error::Unavailable`], and the caller must
+    /// [`discard`](SqlConnection::discard) the connection (its protocol
+    /// state is unknown). A statement still running after a second starts
+    /// the same probe as a stalled acquire (PostgreSQL only).
+    pub async fn unless_down<F: Future>(&self, statement: F) -> Result<F::Output> {
+        let (Some(gate), Driver::Postgres(pool)) = (&self.inner.gate, &self.inner.driver) else {
+            return Ok(statement.await);
+        };
+        match gate
+            .watch(statement, PROBE_STATEMENT_AFTER, || pool.connect_options())
+            .await
+        {
+            Watched::Done(output) => Ok(output),
+            Watched::Down => Err(self.unavailable(gate.retry_after())),
+        }
+    }
+
+    fn unavailable(&self, retry_after: Duration) -> Error {
+        Error::Unavailable {
+            name: self.inner.name.clone(),
+            retry_after,
         }
     }
 

@@ -48,7 +48,8 @@ Environment variables (all optional; a bad value stops start-up naming it):
   DB_POSTGRES_USERNAME           user
   DB_POSTGRES_PASSWORD           password (never logged)
   DB_POSTGRES_POOL_SIZE          most connections (default 10)
-  DB_POSTGRES_TIMEOUT            seconds to connect / wait for a connection (default 5)
+  DB_POSTGRES_TIMEOUT            seconds to wait for a free connection, and to connect unless set below (default 5)
+  DB_POSTGRES_CONNECT_TIMEOUT    seconds to open one connection; a server that never answers is found down after it (default 2)
   DB_POSTGRES_SSL                disable, prefer, require (verified) (default disable)
   DB_POSTGRES_SSL_CA             CA file for require
   DB_POSTGRES_PGBOUNCER          true behind PgBouncer in transaction pooling

@@ -1,6 +1,5 @@
 //! The drills that break a dependency (or the server itself) under load.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,21 +9,18 @@ use tokio::task::block_in_place;
 use tokio::time::sleep;
 
 use crate::harness::{
-    Check, CountingProxy, Harness, Result, Running, between, get_external, get_user, p_ms,
-    post_user,
+    Check, Harness, Result, Running, between, get_external, get_user, p_ms, post_user,
 };
 
-/// The server's default `DB_POSTGRES_TIMEOUT`: the acquire timeout.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The breaker's default open interval.
 const OPEN_INTERVAL: Duration = Duration::from_secs(5);
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
 /// "200×n, 503×m, failed×k" for a set of samples.
-fn tally<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> String {
+pub(crate) fn tally<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> String {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for s in samples {
         let key = match s.outcome {
@@ -45,98 +41,13 @@ fn tally<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> String {
 }
 
 /// How long after `at` the last unsuccessful sample ended (zero if none).
-fn last_failure_after(samples: &[Sample], at: Duration) -> Duration {
+pub(crate) fn last_failure_after(samples: &[Sample], at: Duration) -> Duration {
     samples
         .iter()
         .filter(|s| s.end() > at && !s.is_success())
         .map(|s| s.end().saturating_sub(at))
         .max()
         .unwrap_or(Duration::ZERO)
-}
-
-pub(crate) async fn postgres_stop(h: &mut Harness) -> Result<Vec<Check>> {
-    const D: &str = "postgres-stop";
-    // The server reaches PostgreSQL through a proxy that counts connection
-    // attempts; while PostgreSQL is down it resets each one.
-    let proxy = CountingProxy::start(SocketAddr::from(([127, 0, 0, 1], h.pg.port()))).await?;
-    let url = h.db_url.replace(
-        &format!(":{}/", h.pg.port()),
-        &format!(":{}/", proxy.addr.port()),
-    );
-    let mut server = h.server(&[("DATABASE_URL", url)]).await?;
-    let pid = server.child.id();
-    let run = Running::start(server.load(Duration::from_secs(16)), get_user)?;
-    sleep(Duration::from_secs(4)).await;
-    let down_at = run.now();
-    block_in_place(|| h.pg.stop())?;
-    let connects_before = proxy.accepted();
-    let stopped_at = run.now();
-    sleep(Duration::from_secs(5)).await;
-    let connects = proxy.accepted() - connects_before;
-    let down_for = run.now() - stopped_at;
-    block_in_place(|| h.pg.restart())?;
-    let up_at = run.now();
-    let samples = run.finish().await?;
-
-    let before = between(&samples, Duration::ZERO, down_at);
-    let during: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| s.end() > down_at && s.start < up_at)
-        .collect();
-    let after = between(&samples, up_at, Duration::MAX);
-    println!(
-        "  W1 ({} connections): before {}; while down ({:.1}–{:.1} s) {}; after {}",
-        crate::harness::CONNECTIONS,
-        tally(before.iter().copied()),
-        secs(down_at),
-        secs(up_at),
-        tally(during.iter().copied()),
-        tally(after.iter().copied())
-    );
-    let failing: Vec<&Sample> = during.iter().copied().filter(|s| !s.is_success()).collect();
-    let all_503 = failing.iter().all(|s| s.outcome == Outcome::Status(503));
-    let slowest = failing.iter().map(|s| s.latency).max().unwrap_or_default();
-    let rate = connects as f64 / secs(down_for);
-    let recovery = last_failure_after(&samples, up_at);
-    let served_after = after.iter().filter(|s| s.is_success()).count();
-    Ok(vec![
-        Check::new(
-            D,
-            "failing requests are 503, within the acquire timeout (5 s)",
-            format!(
-                "{} failing: {}; slowest {:.0} ms, p99 {:.1} ms",
-                failing.len(),
-                tally(failing.iter().copied()),
-                secs(slowest) * 1000.0,
-                p_ms(failing.iter().copied(), 99.0)
-            ),
-            !failing.is_empty() && all_503 && slowest <= ACQUIRE_TIMEOUT,
-        ),
-        Check::new(
-            D,
-            "a few reconnect attempts per second while down (≤ 5/s)",
-            format!(
-                "{connects} attempts in {:.1} s = {rate:.1}/s",
-                secs(down_for)
-            ),
-            rate <= 5.0,
-        ),
-        Check::new(
-            D,
-            "100% success within 2 s of PostgreSQL returning",
-            format!(
-                "last failure ended {:.2} s after; {served_after} served after",
-                secs(recovery)
-            ),
-            recovery <= Duration::from_secs(2) && served_after > 0,
-        ),
-        Check::new(
-            D,
-            "no server restart",
-            format!("pid {pid} running: {}", server.running()),
-            server.running(),
-        ),
-    ])
 }
 
 pub(crate) async fn redis_kill(h: &mut Harness) -> Result<Vec<Check>> {

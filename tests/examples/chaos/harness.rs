@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use sluice_tests::load::{self, Call, Load, Sample};
@@ -13,7 +13,6 @@ use sluice_tests::provision::{TempPostgres, TempRedis, free_port};
 use sluice_tests::services::scratch_dir;
 use sluice_tests::upstream::Upstream;
 use sqlx::Connection;
-use tokio::net::{TcpListener, TcpStream};
 
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Result<T> = std::result::Result<T, Error>;
@@ -267,54 +266,4 @@ pub(crate) fn between(samples: &[Sample], from: Duration, to: Duration) -> Vec<&
 pub(crate) fn p_ms<'a>(samples: impl IntoIterator<Item = &'a Sample>, p: f64) -> f64 {
     let mut latencies: Vec<Duration> = samples.into_iter().map(|s| s.latency).collect();
     load::percentile(&mut latencies, p).as_secs_f64() * 1000.0
-}
-
-/// A TCP proxy on 127.0.0.1 that counts the connections made through it.
-/// While its backend refuses, it resets each client connection, so a
-/// client sees the backend as down and every attempt is counted.
-pub(crate) struct CountingProxy {
-    pub(crate) addr: SocketAddr,
-    accepted: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CountingProxy {
-    pub(crate) async fn start(backend: SocketAddr) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let accepted = Arc::new(AtomicU64::new(0));
-        let counter = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    match TcpStream::connect(backend).await {
-                        Ok(mut outbound) => {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                        Err(_) => {
-                            // Reset, as a closed port would answer.
-                            let _ = inbound.set_zero_linger();
-                        }
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            addr,
-            accepted,
-            task,
-        })
-    }
-
-    pub(crate) fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

@@ -14,13 +14,17 @@ mod attack;
 mod drills;
 mod harness;
 mod idle;
+mod outage;
 
 use std::path::PathBuf;
 
 use harness::{Check, Harness};
+use outage::Break;
 
 const DRILLS: &[&str] = &[
     "postgres-stop",
+    "postgres-freeze",
+    "postgres-kill-reads",
     "redis-kill",
     "upstream-errors",
     "upstream-outage",
@@ -59,7 +63,9 @@ async fn main() {
     for drill in &chosen {
         println!("\n### {drill}");
         let result = match drill.as_str() {
-            "postgres-stop" => drills::postgres_stop(&mut harness).await,
+            "postgres-stop" => outage::postgres_outage(&mut harness, Break::Stop).await,
+            "postgres-freeze" => outage::postgres_outage(&mut harness, Break::Freeze).await,
+            "postgres-kill-reads" => outage::postgres_outage(&mut harness, Break::Kill).await,
             "redis-kill" => drills::redis_kill(&mut harness).await,
             "upstream-errors" => drills::upstream_errors(&mut harness).await,
             "upstream-outage" => drills::upstream_outage(&mut harness).await,
