@@ -377,7 +377,13 @@ impl TempPostgres {
         if !self.frozen {
             return Ok(());
         }
-        let pids = self.cluster_pids()?;
+        let mut pids = self.cluster_pids()?;
+        // Run as root, the server is a child of `runuser`, which stops
+        // itself when its child stops (as `su` does) and would then never
+        // reap it: resume it too.
+        if let Some(child) = &self.child {
+            pids.push(child.id().to_string());
+        }
         let _ = Command::new("kill")
             .arg("-CONT")
             .args(&pids)

@@ -390,3 +390,57 @@ async fn an_unreachable_upstream_is_a_connect_error() {
     assert!(matches!(err, ApiError::Connect { .. }), "{err:?}");
     assert!(api.pool_stats().max == 100);
 }
+
+#[tokio::test]
+async fn queueing_for_a_local_slot_is_not_an_upstream_failure() {
+    // 100 ids at 200 ms each, 5 at a time: the last ones queue for about
+    // 4 s, four times the 1 s attempt timeout, well within the deadline.
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(200, Ordering::SeqCst);
+    let mut config = config(&upstream);
+    config.timeout = Duration::from_secs(1);
+    config.deadline = Duration::from_secs(10);
+    let api =
+        ApiClient::with_limiter(config, Arc::new(Semaphore::new(5)), &Registry::new()).unwrap();
+    let requests: Vec<ApiRequest> = (0..100)
+        .map(|i| ApiRequest::get(path(&["data", &i.to_string()])))
+        .collect();
+    let results = api.batch(requests, None).await;
+    let failed: Vec<&ApiError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(api.circuit(), CircuitState::Closed);
+    // Each id was sent once: no attempt timed out while queueing.
+    assert_eq!(upstream.state.hits("/data/0"), 1);
+    assert_eq!(upstream.state.hits("/data/99"), 1);
+    assert_eq!(api.pool_stats().waiting, 0);
+}
+
+#[tokio::test]
+async fn a_deadline_spent_queueing_is_overloaded_and_sends_nothing() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(500, Ordering::SeqCst);
+    let api = ApiClient::with_limiter(
+        config(&upstream),
+        Arc::new(Semaphore::new(1)),
+        &Registry::new(),
+    )
+    .unwrap();
+    let busy = {
+        let api = api.clone();
+        tokio::spawn(async move { api.request(ApiRequest::get(path(&["data", "busy"]))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = api
+        .request(ApiRequest::get(path(&["data", "queued"])).timeout(Duration::from_millis(100)))
+        .await
+        .unwrap_err();
+    assert!(matches!(queued, ApiError::Overloaded { .. }), "{queued:?}");
+    assert_eq!(upstream.state.hits("/data/queued"), 0);
+    assert_eq!(api.circuit(), CircuitState::Closed);
+    assert_eq!(busy.await.unwrap().unwrap().status, 200);
+}

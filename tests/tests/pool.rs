@@ -56,6 +56,34 @@ async fn postgres_pool_opens_warms_and_reports_stats() {
 }
 
 #[tokio::test]
+async fn cancelled_acquires_leave_no_waiters_behind() {
+    let mut config = ConnectionConfig::from_url(
+        "pg_waiting",
+        &services::fresh_database("pool_waiting").await,
+    )
+    .unwrap();
+    config.pool_size = 1;
+    let pool = SqlPool::open(&config).await.unwrap();
+    let held = pool.acquire().await.unwrap();
+    let mut waiters = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let pool = pool.clone();
+        waiters.spawn(async move { pool.acquire().await.map(drop) });
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.stats().waiting < 50 {
+        assert!(Instant::now() < deadline, "{:?}", pool.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Clients gone: every waiting acquire is cancelled mid-wait.
+    waiters.abort_all();
+    while waiters.join_next().await.is_some() {}
+    assert_eq!(pool.stats().waiting, 0, "{:?}", pool.stats());
+    drop(held);
+    assert_eq!(select_one(&pool).await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn close_waits_for_borrowed_connections() {
     let config =
         ConnectionConfig::from_url("pg_close", &services::fresh_database("pool_close").await)

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 use sluice_metrics::{ConnectionMetrics, OpKind, Registry, ResilienceMetrics};
-use sluice_pool::{HttpPool, HttpPoolConfig};
+use sluice_pool::{HttpPool, HttpPoolConfig, HttpSlot};
 use sluice_retry::{
     BudgetConfig, CircuitBreaker, CircuitState, Failure, GiveUp, Policy, RetryBudget, RetryError,
 };
@@ -216,15 +216,31 @@ impl ApiClient {
         } else {
             &self.inner.once
         };
-        let result = match request.timeout {
-            Some(deadline) => {
-                policy
-                    .run_within(deadline, |_| self.attempt(&request))
-                    .await
-            }
-            None => policy.run(|_| self.attempt(&request)).await,
+        let deadline = request.timeout.unwrap_or(self.inner.config.deadline);
+        // Queueing for local capacity is not an upstream failure: the
+        // process-wide in-flight slot and one of the upstream's connection
+        // slots are taken before the first attempt, bounded by the deadline
+        // only, and kept for every attempt. So a wait never uses up an
+        // attempt's timeout, never counts against the breaker and is never
+        // retried.
+        let queued = Instant::now();
+        let limiter = &self.inner.limiter;
+        // The semaphore is never closed; acquiring only waits.
+        let wait = self
+            .inner
+            .pool
+            .slot_behind(async { limiter.acquire().await.ok() });
+        let Ok((_in_flight, slot)) = tokio::time::timeout(deadline, wait).await else {
+            return Err(ApiError::Overloaded {
+                upstream: self.inner.name.clone(),
+                waited: queued.elapsed(),
+            });
         };
-        result.map_err(|e| self.give_up(e))
+        let remaining = deadline.saturating_sub(queued.elapsed());
+        policy
+            .run_within(remaining, |_| self.attempt(&request, &slot))
+            .await
+            .map_err(|e| self.give_up(e))
     }
 
     fn give_up(&self, error: RetryError<ApiError>) -> ApiError {
@@ -270,17 +286,15 @@ impl ApiClient {
             .map_err(|e| invalid(e.to_string()))
     }
 
-    async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse> {
+    async fn attempt(&self, request: &ApiRequest, slot: &HttpSlot) -> Result<ApiResponse> {
         let http_request = self.build(request)?;
-        // The semaphore is never closed; acquiring only waits.
-        let _slot = self.inner.limiter.acquire().await.ok();
         let started = Instant::now();
         let kind = if matches!(request.method, Method::GET | Method::HEAD) {
             OpKind::Read
         } else {
             OpKind::Write
         };
-        let outcome = self.exchange(http_request).await;
+        let outcome = self.exchange(slot, http_request).await;
         let status = outcome.as_ref().ok().map(|r| r.status);
         self.inner
             .metrics
@@ -301,10 +315,14 @@ impl ApiClient {
         Ok(response)
     }
 
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<ApiResponse> {
+    async fn exchange(
+        &self,
+        slot: &HttpSlot,
+        request: Request<Full<Bytes>>,
+    ) -> Result<ApiResponse> {
         let upstream = &self.inner.name;
         let limit = self.inner.config.max_body_bytes;
-        let (response, permit) = self.inner.pool.send(request).await.map_err(|e| {
+        let response = self.inner.pool.send_in(slot, request).await.map_err(|e| {
             if e.connect {
                 ApiError::Connect {
                     upstream: upstream.clone(),
@@ -342,7 +360,6 @@ impl ApiClient {
                 }
             }
         })?;
-        drop(permit);
         Ok(ApiResponse {
             upstream: upstream.clone(),
             status: parts.status.as_u16(),

@@ -65,6 +65,16 @@ pub enum ApiError {
         /// When it will be tried again.
         retry_after: Duration,
     },
+    /// The request's deadline passed while it queued for local capacity
+    /// (the process-wide in-flight cap or the upstream's connection slots):
+    /// nothing was sent, and the upstream is not blamed for it.
+    #[error("{upstream}: no local request slot within {waited:?}")]
+    Overloaded {
+        /// The upstream's name.
+        upstream: Arc<str>,
+        /// How long it queued.
+        waited: Duration,
+    },
     /// The response body was larger than the limit.
     #[error("{upstream}: response body larger than {limit} bytes")]
     BodyTooLarge {
@@ -145,6 +155,7 @@ impl ErrorClass for ApiError {
             ApiError::Timeout { .. } => "timeout",
             ApiError::Status { .. } => "status",
             ApiError::CircuitOpen { .. } => "circuit_open",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::NotJson { .. } | ApiError::InvalidJson { .. } => "invalid_body",
             ApiError::NotConfigured { .. } => "not_configured",

@@ -294,6 +294,11 @@ impl From<ApiError> for AppError {
             ApiError::NotConfigured { .. } => {
                 AppError::unavailable(ErrorCode::NotConfigured, "no upstream is configured", 60)
             }
+            ApiError::Overloaded { .. } => AppError::unavailable(
+                ErrorCode::Overloaded,
+                "too many upstream requests in flight; try again",
+                1,
+            ),
             ApiError::InvalidRequest { .. } => AppError::internal(&error),
             _ => {
                 tracing::warn!(error = %error_chain(&error), "upstream error");

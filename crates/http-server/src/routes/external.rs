@@ -89,6 +89,7 @@ fn item_error(error: &ApiError) -> (Option<u16>, &'static str) {
         }
         ApiError::Timeout { .. } => (None, "the upstream did not answer in time"),
         ApiError::CircuitOpen { .. } => (None, "the upstream is failing; not called"),
+        ApiError::Overloaded { .. } => (None, "no request slot was free in time; not called"),
         ApiError::Connect { .. } | ApiError::Transport { .. } => {
             (None, "the upstream could not be reached")
         }

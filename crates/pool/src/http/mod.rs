@@ -4,6 +4,7 @@
 mod counted;
 mod tls;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -102,7 +103,31 @@ pub struct SendError {
 /// read; drop it then.
 #[derive(Debug)]
 pub struct HttpPermit {
+    _slot: HttpSlot,
+}
+
+/// One of the pool's request slots, reserved ahead of sending: a caller
+/// that retries keeps one slot for all its attempts, so that queueing for
+/// local capacity is never part of an attempt (nor of its timeout).
+#[derive(Debug)]
+pub struct HttpSlot {
     _permit: OwnedSemaphorePermit,
+}
+
+/// Counts one waiting caller for as long as it lives, cancelled included.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HttpPool {
@@ -151,34 +176,56 @@ impl HttpPool {
         &self.inner.name
     }
 
+    /// Waits for `first` (another local limit, such as a process-wide
+    /// in-flight cap; `async {}` for none), then for one of the pool's
+    /// slots. The whole wait is the pool's wait time and its callers count
+    /// as waiting meanwhile, also when the wait is cancelled.
+    pub async fn slot_behind<F: Future>(&self, first: F) -> (F::Output, HttpSlot) {
+        let inner = &self.inner;
+        let waiting = Waiting::new(&inner.waiting);
+        let started = Instant::now();
+        let first = first.await;
+        let permit = inner.permits.clone().acquire_owned().await;
+        drop(waiting);
+        inner.metrics.waited(started.elapsed());
+        // The semaphore is never closed, so acquiring cannot fail.
+        let slot = HttpSlot {
+            _permit: permit
+                .unwrap_or_else(|_| unreachable!("the pool's semaphore is never closed")),
+        };
+        (first, slot)
+    }
+
+    /// Sends a request once in a slot reserved with
+    /// [`slot_behind`](Self::slot_behind); keep the slot until the body is
+    /// read.
+    pub async fn send_in(
+        &self,
+        _slot: &HttpSlot,
+        request: Request<Full<Bytes>>,
+    ) -> std::result::Result<Response<Incoming>, SendError> {
+        let inner = &self.inner;
+        // Boxed: hyper-util's request future is large (see SqlPool::acquire).
+        Box::pin(inner.client.request(request))
+            .await
+            .map_err(|source| {
+                let connect = source.is_connect();
+                if connect {
+                    inner.metrics.connected(false);
+                }
+                SendError { connect, source }
+            })
+    }
+
     /// Sends a request once (no retries: those are the caller's policy),
     /// waiting for a free slot first. Keep the permit until the body is read.
     pub async fn send(
         &self,
         request: Request<Full<Bytes>>,
     ) -> std::result::Result<(Response<Incoming>, HttpPermit), SendError> {
-        let inner = &self.inner;
-        inner.waiting.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let permit = inner.permits.clone().acquire_owned().await;
-        inner.waiting.fetch_sub(1, Ordering::Relaxed);
-        inner.metrics.waited(started.elapsed());
-        // The semaphore is never closed, so acquiring cannot fail.
-        let permit = HttpPermit {
-            _permit: permit
-                .unwrap_or_else(|_| unreachable!("the pool's semaphore is never closed")),
-        };
-        // Boxed: hyper-util's request future is large (see SqlPool::acquire).
-        match Box::pin(inner.client.request(request)).await {
-            Ok(response) => Ok((response, permit)),
-            Err(source) => {
-                let connect = source.is_connect();
-                if connect {
-                    inner.metrics.connected(false);
-                }
-                Err(SendError { connect, source })
-            }
-        }
+        let ((), slot) = self.slot_behind(async {}).await;
+        let response = self.send_in(&slot, request).await?;
+        Ok((response, HttpPermit { _slot: slot }))
     }
 
     /// Open connections (`size`), requests in flight (`in_use`), idle
