@@ -444,3 +444,44 @@ async fn a_deadline_spent_queueing_is_overloaded_and_sends_nothing() {
     assert_eq!(api.circuit(), CircuitState::Closed);
     assert_eq!(busy.await.unwrap().unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn cancelled_callers_leave_the_coalescing_map_empty() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(2_000, Ordering::SeqCst);
+    let api = client(config(&upstream));
+    // Unique ids, every caller gone before the upstream answers.
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..2_000 {
+        let api = api.clone();
+        callers.spawn(async move {
+            tokio::time::timeout(
+                Duration::from_millis(50),
+                api.request(ApiRequest::get(path(&["data", &format!("gone-{i}")]))),
+            )
+            .await
+            .is_err()
+        });
+    }
+    while let Some(cancelled) = callers.join_next().await {
+        assert!(cancelled.unwrap());
+    }
+    assert_eq!(api.coalesced_in_flight(), 0);
+    // Ten callers of one id: nine leave, the last still gets the answer,
+    // and the entry is gone after it.
+    upstream.state.latency_ms.store(300, Ordering::SeqCst);
+    let mut leaving = tokio::task::JoinSet::new();
+    for _ in 0..9 {
+        let api = api.clone();
+        leaving.spawn(async move {
+            let request = api.request(ApiRequest::get(path(&["data", "shared"])));
+            tokio::time::timeout(Duration::from_millis(50), request).await
+        });
+    }
+    let staying = api.request(ApiRequest::get(path(&["data", "shared"])));
+    let (answer, ()) = tokio::join!(staying, async {
+        while leaving.join_next().await.is_some() {}
+    });
+    assert_eq!(answer.unwrap().status, 200);
+    assert_eq!(api.coalesced_in_flight(), 0);
+}

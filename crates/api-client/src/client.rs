@@ -43,7 +43,7 @@ pub(crate) struct Inner {
     breaker: CircuitBreaker,
     pub(crate) config: UpstreamConfig,
     pub(crate) metrics: ConnectionMetrics,
-    in_flight: Mutex<HashMap<String, Arc<OnceCell<Result<ApiResponse>>>>>,
+    in_flight: InFlight,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -132,7 +132,7 @@ impl ApiClient {
                 breaker,
                 metrics: registry.connection(sluice_metrics::Backend::Http, &config.name),
                 config,
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: InFlight::default(),
             }),
         })
     }
@@ -155,6 +155,16 @@ impl ApiClient {
     /// The connection pool's stats.
     pub fn pool_stats(&self) -> sluice_pool::PoolStats {
         self.inner.pool.stats()
+    }
+
+    /// Identical GETs being answered right now (entries of the coalescing
+    /// map): zero once every caller has its answer or is gone.
+    pub fn coalesced_in_flight(&self) -> usize {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Sends `request` under the upstream's policy. Idempotent requests are
@@ -186,28 +196,13 @@ impl ApiClient {
     }
 
     async fn coalesced(&self, key: String, request: ApiRequest) -> Result<ApiResponse> {
-        let cell = {
-            let mut map = self
-                .inner
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            map.entry(key.clone()).or_default().clone()
-        };
+        let joined = Joined::join(&self.inner.in_flight, key);
         // If the caller running the call is cancelled, the next waiter runs it.
-        let result = cell.get_or_init(|| self.call(request)).await.clone();
-        let mut map = self
-            .inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map
-            .get(&key)
-            .is_some_and(|current| Arc::ptr_eq(current, &cell))
-        {
-            map.remove(&key);
-        }
-        result
+        joined
+            .cell()
+            .get_or_init(|| self.call(request))
+            .await
+            .clone()
     }
 
     async fn call(&self, request: ApiRequest) -> Result<ApiResponse> {
@@ -366,5 +361,55 @@ impl ApiClient {
             headers: parts.headers,
             body: body.to_bytes(),
         })
+    }
+}
+
+type InFlight = Mutex<HashMap<String, Arc<OnceCell<Result<ApiResponse>>>>>;
+
+/// One caller's share of a coalesced call. Dropped — the call answered,
+/// or the caller gone — it removes the map's entry once the call has an
+/// answer or no caller waits for it any more, so that cancelled callers
+/// leave nothing behind. Every clone and drop of an entry's `Arc` happens
+/// under the map's lock, so the count it reads is exact.
+struct Joined<'a> {
+    map: &'a InFlight,
+    key: String,
+    cell: Option<Arc<OnceCell<Result<ApiResponse>>>>,
+}
+
+impl<'a> Joined<'a> {
+    fn join(map: &'a InFlight, key: String) -> Self {
+        let mut entries = map.lock().unwrap_or_else(PoisonError::into_inner);
+        let cell = entries.entry(key.clone()).or_default().clone();
+        drop(entries);
+        Self {
+            map,
+            key,
+            cell: Some(cell),
+        }
+    }
+
+    fn cell(&self) -> &OnceCell<Result<ApiResponse>> {
+        match &self.cell {
+            Some(cell) => cell,
+            None => unreachable!("the cell is taken only on drop"),
+        }
+    }
+}
+
+impl Drop for Joined<'_> {
+    fn drop(&mut self) {
+        let mut entries = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cell) = self.cell.take() {
+            let ours = entries
+                .get(&self.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &cell));
+            // The map's reference and this one: nobody else waits.
+            let last = Arc::strong_count(&cell) <= 2;
+            if ours && (last || cell.initialized()) {
+                entries.remove(&self.key);
+            }
+            drop(cell);
+        }
     }
 }
