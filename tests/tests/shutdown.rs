@@ -100,3 +100,58 @@ async fn a_request_on_an_idle_connection_after_shutdown_began_is_answered() {
     let finished = tokio::time::timeout(Duration::from_secs(5), server).await;
     assert!(matches!(finished, Ok(Ok(Ok(())))), "{finished:?}");
 }
+
+#[tokio::test]
+async fn close_all_closes_every_pool_after_the_work_in_flight() {
+    use sluice_api_client::{ApiClient, ApiError, ApiPath, ApiRequest, UpstreamConfig};
+    use sluice_db::Cache;
+    use sluice_pool::RedisPool;
+    use sluice_tests::upstream::Upstream;
+
+    let db_url = services::fresh_database("close_all").await;
+    let db = Database::open(&ConnectionConfig::from_url("primary", &db_url).unwrap())
+        .await
+        .unwrap();
+    let redis =
+        RedisPool::open(&ConnectionConfig::from_url("cache", &services::redis_url()).unwrap())
+            .await
+            .unwrap();
+    let cache = Cache::new(redis.clone(), services::redis_prefix("close_all"));
+    let upstream = Upstream::start().await.unwrap();
+    upstream
+        .state
+        .latency_ms
+        .store(300, std::sync::atomic::Ordering::SeqCst);
+    let api =
+        ApiClient::new(UpstreamConfig::new("external", &upstream.base_url()).unwrap()).unwrap();
+    let state = AppState::build(
+        ServerConfig::default(),
+        db.clone(),
+        Some(cache),
+        Some(api.clone()),
+        Registry::new(),
+        None,
+    );
+    let slow = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.request(ApiRequest::get(ApiPath::new().push("data").push("slow")))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    state.close_all().await;
+    // The request in flight finished before its pool closed.
+    assert!(slow.is_finished());
+    assert_eq!(slow.await.unwrap().unwrap().status, 200);
+    let after = api
+        .request(ApiRequest::get(ApiPath::new().push("data").push("after")))
+        .await
+        .unwrap_err();
+    assert!(matches!(after, ApiError::Closed { .. }), "{after:?}");
+    assert_eq!(upstream.state.hits("/data/after"), 0);
+    assert!(redis.ping().await.is_err(), "Redis clients still connected");
+    assert!(db.pool().is_closed());
+    // Idempotent.
+    state.close_all().await;
+}

@@ -157,6 +157,12 @@ impl ApiClient {
         self.inner.pool.stats()
     }
 
+    /// Stops sending (new requests fail with [`ApiError::Closed`]) and
+    /// waits until every request in flight has finished. Idempotent.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
     /// Identical GETs being answered right now (entries of the coalescing
     /// map): zero once every caller has its answer or is gone.
     pub fn coalesced_in_flight(&self) -> usize {
@@ -225,11 +231,19 @@ impl ApiClient {
             .inner
             .pool
             .slot_behind(async { limiter.acquire().await.ok() });
-        let Ok((_in_flight, slot)) = tokio::time::timeout(deadline, wait).await else {
-            return Err(ApiError::Overloaded {
-                upstream: self.inner.name.clone(),
-                waited: queued.elapsed(),
-            });
+        let (_in_flight, slot) = match tokio::time::timeout(deadline, wait).await {
+            Ok(Ok(slots)) => slots,
+            Ok(Err(_closed)) => {
+                return Err(ApiError::Closed {
+                    upstream: self.inner.name.clone(),
+                });
+            }
+            Err(_) => {
+                return Err(ApiError::Overloaded {
+                    upstream: self.inner.name.clone(),
+                    waited: queued.elapsed(),
+                });
+            }
         };
         let remaining = deadline.saturating_sub(queued.elapsed());
         policy

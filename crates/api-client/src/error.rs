@@ -75,6 +75,12 @@ pub enum ApiError {
         /// How long it queued.
         waited: Duration,
     },
+    /// The client was closed (the service is shutting down).
+    #[error("{upstream}: the client is closed")]
+    Closed {
+        /// The upstream's name.
+        upstream: Arc<str>,
+    },
     /// The response body was larger than the limit.
     #[error("{upstream}: response body larger than {limit} bytes")]
     BodyTooLarge {
@@ -156,6 +162,7 @@ impl ErrorClass for ApiError {
             ApiError::Status { .. } => "status",
             ApiError::CircuitOpen { .. } => "circuit_open",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Closed { .. } => "closed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::NotJson { .. } | ApiError::InvalidJson { .. } => "invalid_body",
             ApiError::NotConfigured { .. } => "not_configured",

@@ -294,6 +294,9 @@ impl From<ApiError> for AppError {
             ApiError::NotConfigured { .. } => {
                 AppError::unavailable(ErrorCode::NotConfigured, "no upstream is configured", 60)
             }
+            ApiError::Closed { .. } => {
+                AppError::unavailable(ErrorCode::Unavailable, "the server is shutting down", 1)
+            }
             ApiError::Overloaded { .. } => AppError::unavailable(
                 ErrorCode::Overloaded,
                 "too many upstream requests in flight; try again",

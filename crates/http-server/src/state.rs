@@ -106,4 +106,20 @@ impl AppState {
     pub fn db(&self) -> &Database {
         &self.inner.db
     }
+
+    /// Closes every pool once the server has stopped serving, in this
+    /// order: the upstream clients (each waits for its requests in
+    /// flight), then the Redis clients, then the database last (it waits
+    /// for borrowed connections, so work that is still finishing keeps
+    /// its system of record). Idempotent.
+    pub async fn close_all(&self) {
+        let inner = &self.inner;
+        for api in inner.api.iter().chain(&inner.other_apis) {
+            api.close().await;
+        }
+        if let Some(cache) = &inner.cache {
+            cache.pool().close().await;
+        }
+        inner.db.close().await;
+    }
 }

@@ -26,7 +26,7 @@ mod stats;
 pub use config::{ConnectionConfig, Kind, RedisTopology, TlsConfig, TlsMode, kind_of_url};
 pub use env::{boolean, seconds};
 pub use error::{ConnectError, Error, Result, redis_class, sqlx_class};
-pub use http::{HttpPermit, HttpPool, HttpPoolConfig, HttpSlot, SendError};
+pub use http::{HttpPool, HttpPoolConfig, HttpSlot, SendError};
 pub use redis::RedisPool;
 pub use registry::{AnyPool, Pools};
 pub use secret::{Secret, redact_url};

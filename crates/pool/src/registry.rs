@@ -44,7 +44,7 @@ impl AnyPool {
         match self {
             AnyPool::Sql(p) => p.close().await,
             AnyPool::Redis(p) => p.close().await,
-            AnyPool::Http(_) => {}
+            AnyPool::Http(p) => p.close().await,
         }
     }
 }

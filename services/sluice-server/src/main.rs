@@ -147,7 +147,7 @@ async fn run(settings: env::Settings) -> Result<()> {
     }
     tracing::info!("{}", settings.describe());
     sluice_http_server::serve_with(listener, state.clone(), tls, shutdown_signal()).await?;
-    state.db().close().await;
-    tracing::info!("stopped");
+    state.close_all().await;
+    tracing::info!("stopped: every pool closed");
     Ok(())
 }

@@ -99,13 +99,6 @@ pub struct SendError {
     source: hyper_util::client::legacy::Error,
 }
 
-/// Holds one of the pool's request slots until the response body has been
-/// read; drop it then.
-#[derive(Debug)]
-pub struct HttpPermit {
-    _slot: HttpSlot,
-}
-
 /// One of the pool's request slots, reserved ahead of sending: a caller
 /// that retries keeps one slot for all its attempts, so that queueing for
 /// local capacity is never part of an attempt (nor of its timeout).
@@ -180,7 +173,7 @@ impl HttpPool {
     /// in-flight cap; `async {}` for none), then for one of the pool's
     /// slots. The whole wait is the pool's wait time and its callers count
     /// as waiting meanwhile, also when the wait is cancelled.
-    pub async fn slot_behind<F: Future>(&self, first: F) -> (F::Output, HttpSlot) {
+    pub async fn slot_behind<F: Future>(&self, first: F) -> Result<(F::Output, HttpSlot)> {
         let inner = &self.inner;
         let waiting = Waiting::new(&inner.waiting);
         let started = Instant::now();
@@ -188,17 +181,34 @@ impl HttpPool {
         let permit = inner.permits.clone().acquire_owned().await;
         drop(waiting);
         inner.metrics.waited(started.elapsed());
-        // The semaphore is never closed, so acquiring cannot fail.
-        let slot = HttpSlot {
-            _permit: permit
-                .unwrap_or_else(|_| unreachable!("the pool's semaphore is never closed")),
-        };
-        (first, slot)
+        // The semaphore is closed only by `close`.
+        let permit = permit.map_err(|_| Error::Closed {
+            name: inner.name.clone(),
+        })?;
+        Ok((first, HttpSlot { _permit: permit }))
     }
 
-    /// Sends a request once in a slot reserved with
-    /// [`slot_behind`](Self::slot_behind); keep the slot until the body is
-    /// read.
+    /// Stops lending slots (callers get [`Error::Closed`]) and waits until
+    /// every request in flight has returned its slot. Idle connections
+    /// close when the last clone of the pool is dropped.
+    pub async fn close(&self) {
+        let inner = &self.inner;
+        // Holding every slot means nothing is in flight; `forget` keeps
+        // them taken, and closing wakes every caller still queued.
+        if let Ok(all) = inner.permits.acquire_many(inner.max).await {
+            all.forget();
+        }
+        inner.permits.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.permits.is_closed()
+    }
+
+    /// Sends a request once (no retries: those are the caller's policy) in
+    /// a slot reserved with [`slot_behind`](Self::slot_behind); keep the
+    /// slot until the body is read.
     pub async fn send_in(
         &self,
         _slot: &HttpSlot,
@@ -215,17 +225,6 @@ impl HttpPool {
                 }
                 SendError { connect, source }
             })
-    }
-
-    /// Sends a request once (no retries: those are the caller's policy),
-    /// waiting for a free slot first. Keep the permit until the body is read.
-    pub async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> std::result::Result<(Response<Incoming>, HttpPermit), SendError> {
-        let ((), slot) = self.slot_behind(async {}).await;
-        let response = self.send_in(&slot, request).await?;
-        Ok((response, HttpPermit { _slot: slot }))
     }
 
     /// Open connections (`size`), requests in flight (`in_use`), idle
