@@ -488,6 +488,27 @@ impl TempRedis {
         }
     }
 
+    /// Freezes the server with SIGSTOP: connections stay open, nothing
+    /// is answered (a hung host). [`thaw`](Self::thaw) resumes it; so does
+    /// [`stop`](Self::stop), which kills it.
+    pub fn freeze(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a server frozen by [`freeze`](Self::freeze).
+    pub fn thaw(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) -> Result<(), ProvisionError> {
         self.stop();

@@ -485,3 +485,54 @@ async fn cancelled_callers_leave_the_coalescing_map_empty() {
     assert_eq!(answer.unwrap().status, 200);
     assert_eq!(api.coalesced_in_flight(), 0);
 }
+
+#[tokio::test]
+async fn a_dead_upstream_at_low_traffic_opens_the_breaker_after_a_few_calls() {
+    // Nothing listens on this port: every connect is refused. The
+    // default breaker needs 50 calls in 2 s for its rate rule; calls come
+    // here one at a time, far below that.
+    let port = sluice_tests::provision::free_port().unwrap();
+    let mut c = UpstreamConfig::new("dead", &format!("http://127.0.0.1:{port}")).unwrap();
+    c.retry_delay = Duration::from_millis(10);
+    assert_eq!(c.breaker, BreakerConfig::default());
+    let api = client(c);
+    let mut calls_before_open = 0;
+    for _ in 0..10 {
+        let err = api
+            .request(ApiRequest::get(path(&["data", "x"])))
+            .await
+            .unwrap_err();
+        if matches!(err, ApiError::CircuitOpen { .. }) {
+            break;
+        }
+        assert!(matches!(err, ApiError::Connect { .. }), "{err:?}");
+        calls_before_open += 1;
+    }
+    // Three attempts per call, ten failures in a row: the fourth call.
+    assert_eq!(calls_before_open, 4);
+    assert_eq!(api.circuit(), CircuitState::Open);
+}
+
+#[tokio::test]
+async fn a_black_holed_upstream_is_retried_within_the_deadline_then_trips_the_breaker() {
+    // A listener that never accepts: connects complete in the kernel's
+    // backlog, requests are never read.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hole.local_addr().unwrap();
+    let mut c = UpstreamConfig::new("hole", &format!("http://{addr}")).unwrap();
+    c.timeout = Duration::from_millis(100);
+    c.deadline = Duration::from_millis(1_000);
+    c.retry_delay = Duration::from_millis(10);
+    let api = client(c);
+    let mut timeouts = 0;
+    for _ in 0..6 {
+        match api.request(ApiRequest::get(path(&["data", "x"]))).await {
+            Err(ApiError::Timeout { .. }) => timeouts += 1,
+            Err(ApiError::CircuitOpen { .. }) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(timeouts, 4, "ten timed-out attempts, three per call");
+    assert_eq!(api.circuit(), CircuitState::Open);
+    drop(hole);
+}

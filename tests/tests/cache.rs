@@ -156,3 +156,29 @@ async fn a_dead_redis_is_reported_fast_and_reads_fall_back_to_the_database() {
     }
     assert_eq!(read_bio(&db, &cache, 1).await, "from cache");
 }
+
+#[tokio::test]
+async fn a_hung_redis_is_skipped_after_three_reads_even_one_at_a_time() {
+    let mut redis = tokio::task::spawn_blocking(TempRedis::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let cache = cache_on(&redis.url(), "cache_hangs", &Registry::new()).await;
+    cache.set("k", "v", Duration::from_secs(60)).await.unwrap();
+    redis.freeze();
+    // One read at a time, far below the rate rule's 10 calls in 2 s: each
+    // of the first three waits out the command timeout, then the breaker
+    // opens on the streak and the fourth is not sent to Redis at all.
+    for _ in 0..3 {
+        let err = cache.get::<String>("k").await.unwrap_err();
+        assert!(matches!(err, CacheError::Unavailable(_)), "{err:?}");
+    }
+    let err = cache.get::<String>("k").await.unwrap_err();
+    assert!(matches!(err, CacheError::CircuitOpen), "{err:?}");
+    redis.thaw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.get::<String>("k").await.ok().flatten().as_deref() != Some("v") {
+        assert!(Instant::now() < deadline, "the cache did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

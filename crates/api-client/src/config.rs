@@ -35,7 +35,9 @@ pub struct UpstreamConfig {
     /// Headers sent with every request. Values are secrets (tokens): never
     /// logged or formatted, and marked sensitive for HTTP/2 header tables.
     pub headers: Vec<(String, Secret<String>)>,
-    /// Time allowed for one attempt, body included. Default 30 s.
+    /// Time allowed for one attempt, body included. Default 10 s: a third
+    /// of the default deadline, so that a hung upstream's attempt that
+    /// times out leaves room for two more within it.
     pub timeout: Duration,
     /// Time allowed for a whole call, retries and delays included.
     /// Default 30 s.
@@ -74,7 +76,7 @@ impl UpstreamConfig {
             name: name.into(),
             base_url,
             headers: Vec::new(),
-            timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
             deadline: Duration::from_secs(30),
             ssl_verify: true,
             ca_file: None,

@@ -59,6 +59,9 @@ pub struct Cache {
 
 /// The cache's breaker: quick to open, and probing every second, since a
 /// probe is one cheap command and a skipped cache costs a database query.
+/// Three failures in a row open it at any traffic: the cache is optional,
+/// so skipping it for a second by mistake costs little, while a hung
+/// cache paid by every request costs its timeout each time.
 const BREAKER: BreakerConfig = BreakerConfig {
     window: Window::Time(Duration::from_secs(2)),
     min_calls: 10,
@@ -66,6 +69,7 @@ const BREAKER: BreakerConfig = BreakerConfig {
     open_interval: Duration::from_secs(1),
     half_open_probes: 1,
     slow_call: None,
+    consecutive_failures: 3,
 };
 
 impl Cache {

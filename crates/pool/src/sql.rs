@@ -148,6 +148,7 @@ impl SqlPool {
             open_interval: config.retry_delay,
             half_open_probes: 1,
             slow_call: None,
+            consecutive_failures: 3,
         })
         .map_err(|e| Error::config("retry_delay", e.to_string()))?;
         tracing::info!(target = %config.describe(), size = config.pool_size, "pool open");

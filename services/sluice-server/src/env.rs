@@ -63,7 +63,7 @@ Environment variables (all optional; a bad value stops start-up naming it):
   REDIS_CLUSTER_NODES            host:port,host:port of a Redis Cluster
   REDIS_SENTINEL_SERVICE         with REDIS_SENTINEL_NODES: a primary found through Sentinel
   API_EXTERNAL_BASE_URL          the upstream behind /external-data (any API_<NAME>_* group is read the same way)
-  API_EXTERNAL_TIMEOUT           seconds per attempt (default 30)
+  API_EXTERNAL_TIMEOUT           seconds per attempt (default 10: room for retries within the 30 s deadline)
   API_EXTERNAL_SSL_VERIFY        false to skip certificate checks (default true)
   API_EXTERNAL_TOKEN             sent as Authorization: Bearer (never logged)
   API_EXTERNAL_HEADERS           JSON object of headers sent with every request

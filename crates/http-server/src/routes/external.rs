@@ -61,10 +61,14 @@ pub(crate) async fn get(
     }
     let response = api.request(data_request(&id)).await?;
     let data = answer(response)?;
-    if let Some(cache) = cache
-        && let Err(e) = cache.set(&cache_key(&id), &data, ttl).await
-    {
-        tracing::debug!(error = %e, "external cache write failed");
+    if let Some(cache) = cache {
+        // In the background, as for users: the answer never waits for it.
+        let (cache, key, value) = (cache.clone(), cache_key(&id), data.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cache.set(&key, &value, ttl).await {
+                tracing::debug!(error = %e, "external cache write failed");
+            }
+        });
     }
     Ok(Json(Data::new(data)).into_response())
 }

@@ -76,13 +76,15 @@ pub(crate) async fn get(
         .await?;
     let user = User::from(row.ok_or_else(|| AppError::not_found(format!("user {id} not found")))?);
     if let Some(cache) = &inner.cache {
-        // A cache failure never fails the request.
-        if let Err(e) = cache
-            .set(&cache_key(id), &user, inner.config.user_cache_ttl)
-            .await
-        {
-            tracing::debug!(error = %e, "user cache write failed");
-        }
+        // The answer does not wait for the cache write (a hung cache would
+        // cost its timeout a second time), and a cache failure never fails
+        // the request. Users are never updated, so a late write is not stale.
+        let (cache, user, ttl) = (cache.clone(), user.clone(), inner.config.user_cache_ttl);
+        tokio::spawn(async move {
+            if let Err(e) = cache.set(&cache_key(id), &user, ttl).await {
+                tracing::debug!(error = %e, "user cache write failed");
+            }
+        });
     }
     Ok(Json(Data::new(user)).into_response())
 }

@@ -8,6 +8,7 @@ fn breaker(window: Window, min_calls: u32, rate: f64) -> CircuitBreaker {
         open_interval: Duration::from_secs(5),
         half_open_probes: 2,
         slow_call: None,
+        consecutive_failures: 0,
     })
     .unwrap()
 }
@@ -116,6 +117,7 @@ fn five_probes() -> CircuitBreaker {
         open_interval: Duration::from_secs(5),
         half_open_probes: 5,
         slow_call: None,
+        consecutive_failures: 0,
     })
     .unwrap();
     call(&b, true);
@@ -230,4 +232,53 @@ async fn state_is_shared_between_clones_and_tasks() {
         t.await.unwrap();
     }
     assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn consecutive_failures_open_it_below_min_calls() {
+    let config = BreakerConfig::default();
+    let b = CircuitBreaker::try_new(config).unwrap();
+    // Nine failures, a success, nine more: never ten in a row.
+    for _ in 0..9 {
+        call(&b, true);
+    }
+    call(&b, false);
+    for _ in 0..9 {
+        call(&b, true);
+    }
+    assert_eq!(b.state(), CircuitState::Closed);
+    call(&b, true);
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn the_rate_rule_judges_once_min_calls_are_in() {
+    let b = CircuitBreaker::try_new(BreakerConfig {
+        window: Window::Count(100),
+        min_calls: 20,
+        consecutive_failures: 3,
+        ..BreakerConfig::default()
+    })
+    .unwrap();
+    for _ in 0..20 {
+        call(&b, false);
+    }
+    // Three in a row among 23 calls: 13% failures, under the 50% rate.
+    for _ in 0..3 {
+        call(&b, true);
+    }
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[test]
+fn zero_turns_the_streak_rule_off() {
+    let b = CircuitBreaker::try_new(BreakerConfig {
+        consecutive_failures: 0,
+        ..BreakerConfig::default()
+    })
+    .unwrap();
+    for _ in 0..49 {
+        call(&b, true);
+    }
+    assert_eq!(b.state(), CircuitState::Closed);
 }
