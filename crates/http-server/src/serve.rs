@@ -111,9 +111,9 @@ pub async fn serve_with(
 /// [`serve_with`] for a router of your own, usually
 /// [`router_with`](crate::router_with) with extra routes.
 ///
-/// Shutdown, in order: `shutdown` completes → `/readyz` answers 503 and
-/// HTTP/1 responses carry `Connection: close` → after
-/// `shutdown_linger` the listener closes → open connections get
+/// Shutdown, in order: `shutdown` completes → `/readyz` answers 503 →
+/// after `shutdown_linger` the backlog is accepted and the listener closes,
+/// HTTP/1 responses carry `Connection: close` → open connections get
 /// `SHUTDOWN_LINGER` for requests already on their way, then in-flight
 /// requests get up to `shutdown_grace` → this returns, and the caller
 /// closes the pools.
@@ -182,25 +182,60 @@ pub async fn serve_router(
         async move {
             shutdown.await;
             state.begin_draining();
-            draining.store(true, Ordering::Relaxed);
             tracing::info!(linger = ?config.shutdown_linger, "shutdown: readiness off");
             tokio::time::sleep(config.shutdown_linger).await;
+            // Only now do answers carry `Connection: close`: during the
+            // linger, keep-alive clients keep their connections instead of
+            // reconnecting, so few connections are mid-handshake when the
+            // listener closes (those are reset by the kernel).
+            draining.store(true, Ordering::Relaxed);
         }
     };
     tokio::pin!(stop_accepting);
+    let mut stopped = false;
     loop {
         // Back-pressure: past `max_connections`, stop accepting until one
         // closes (new connections wait in the kernel's backlog).
-        let slot = tokio::select! {
-            () = &mut stop_accepting => break,
-            slot = slots.clone().acquire_owned() => match slot {
+        let slot = if stopped {
+            // Connections the kernel completed but nobody accepted yet are
+            // reset when the listener closes, with their requests unread:
+            // take them all (without waiting), so they are answered too.
+            match slots.clone().try_acquire_owned() {
                 Ok(slot) => slot,
                 Err(_) => break,
-            },
+            }
+        } else {
+            tokio::select! {
+                () = &mut stop_accepting => {
+                    stopped = true;
+                    continue;
+                }
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            }
         };
-        let accepted = tokio::select! {
-            () = &mut stop_accepting => break,
-            accepted = listener.accept() => accepted,
+        let accepted = if stopped {
+            match std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(match listener.poll_accept(cx) {
+                    std::task::Poll::Ready(accepted) => Some(accepted),
+                    std::task::Poll::Pending => None,
+                })
+            })
+            .await
+            {
+                Some(accepted) => accepted,
+                None => break,
+            }
+        } else {
+            tokio::select! {
+                () = &mut stop_accepting => {
+                    stopped = true;
+                    continue;
+                }
+                accepted = listener.accept() => accepted,
+            }
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
