@@ -106,55 +106,58 @@ fn config(pg: &TempPostgres) -> ConnectionConfig {
     config
 }
 
+/// Breaks PostgreSQL with `fault` under a pool with the default 5 s
+/// acquire timeout, checks that the first callers are released quickly and
+/// later ones fail fast, repairs it with `repair` and checks that the same
+/// pool recovers. Returns the first wave's errors.
+async fn outage(
+    fault: fn(&mut TempPostgres),
+    repair: fn(&mut TempPostgres),
+    connect_timeout: Option<Duration>,
+) -> Vec<Error> {
+    let pg = postgres().await;
+    let mut config = config(&pg);
+    if let Some(timeout) = connect_timeout {
+        config.connect_timeout = timeout;
+    }
+    let pool = SqlPool::open(&config).await.unwrap();
+    select_one(&pool).await.unwrap();
+    let pg = with_pg(pg, fault).await;
+    let errors = first_wave(&pool).await;
+    assert!(errors.iter().all(Error::is_unavailable), "{errors:?}");
+    fails_fast(&pool).await;
+    let pg = with_pg(pg, repair).await;
+    recovers(&pool).await;
+    drop(pg);
+    errors
+}
+
 #[tokio::test]
 async fn a_stopped_postgres_fails_fast_then_recovers() {
-    let pg = postgres().await;
-    let pool = SqlPool::open(&config(&pg)).await.unwrap();
-    select_one(&pool).await.unwrap();
-    let pg = with_pg(pg, |pg| pg.stop().unwrap()).await;
-    let errors = first_wave(&pool).await;
+    let errors = outage(|pg| pg.stop().unwrap(), |pg| pg.restart().unwrap(), None).await;
     // A connection used moments ago may be lent without a ping (its
     // query then fails); at most the pool's size of them.
     assert!(errors.len() >= 32 - 4, "{} errors", errors.len());
-    assert!(errors.iter().all(Error::is_unavailable), "{errors:?}");
-    fails_fast(&pool).await;
-    let pg = with_pg(pg, |pg| pg.restart().unwrap()).await;
-    recovers(&pool).await;
-    drop(pg);
 }
 
 #[tokio::test]
 async fn a_killed_postgres_fails_fast_then_recovers() {
-    let pg = postgres().await;
-    let pool = SqlPool::open(&config(&pg)).await.unwrap();
-    select_one(&pool).await.unwrap();
-    let pg = with_pg(pg, |pg| pg.crash().unwrap()).await;
-    let errors = first_wave(&pool).await;
-    assert!(errors.iter().all(Error::is_unavailable), "{errors:?}");
-    fails_fast(&pool).await;
-    let pg = with_pg(pg, |pg| pg.restart().unwrap()).await;
-    recovers(&pool).await;
-    drop(pg);
+    let errors = outage(|pg| pg.crash().unwrap(), |pg| pg.restart().unwrap(), None).await;
+    assert!(errors.len() >= 32 - 4, "{} errors", errors.len());
 }
 
 #[tokio::test]
 async fn a_frozen_postgres_is_found_down_within_the_connect_timeout() {
-    let pg = postgres().await;
-    let mut config = config(&pg);
-    config.connect_timeout = Duration::from_millis(500);
-    let pool = SqlPool::open(&config).await.unwrap();
-    select_one(&pool).await.unwrap();
-    let pg = with_pg(pg, |pg| pg.freeze().unwrap()).await;
     // Idle connections are validated before they are lent (the ping hangs
     // on a frozen server) or, lent unchecked, their query hangs: either
     // way no caller waits for the acquire timeout.
-    let errors = first_wave(&pool).await;
+    let errors = outage(
+        |pg| pg.freeze().unwrap(),
+        |pg| pg.thaw().unwrap(),
+        Some(Duration::from_millis(500)),
+    )
+    .await;
     assert!(!errors.is_empty());
-    assert!(errors.iter().all(Error::is_unavailable), "{errors:?}");
-    fails_fast(&pool).await;
-    let pg = with_pg(pg, |pg| pg.thaw().unwrap()).await;
-    recovers(&pool).await;
-    drop(pg);
 }
 
 #[tokio::test]
