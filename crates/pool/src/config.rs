@@ -218,6 +218,18 @@ impl ConnectionConfig {
             if self.kind != Kind::Sqlite && url::Url::parse(url.expose()).is_err() {
                 return Err(Error::config("url", "not a valid URL"));
             }
+            // What the driver itself refuses (`sslmode=bogus`, a bad port
+            // parameter…) is a configuration error too, found before any
+            // connect. Its message could quote the URL: not passed on.
+            if self.kind == Kind::Postgres
+                && <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url.expose())
+                    .is_err()
+            {
+                return Err(Error::config(
+                    "url",
+                    "not a valid PostgreSQL URL (check its query parameters, e.g. sslmode)",
+                ));
+            }
         }
         Ok(())
     }

@@ -220,6 +220,13 @@ const BAD_VALUES: &[(&[(&str, &str)], &str)] = &[
     ),
     (&[("DATABASE_URL", "not a url")], "DATABASE_URL"),
     (
+        &[(
+            "DATABASE_URL",
+            "postgres://app:hunter2@127.0.0.1/app?sslmode=bogus",
+        )],
+        "DATABASE_URL",
+    ),
+    (
         &[("DATABASE_URL", "mysql://app@db/app?password=hunter2")],
         "DATABASE_URL",
     ),
