@@ -6,7 +6,8 @@
 //! - `/data/{id}`: `{"id": id}` after the configured latency; fails with
 //!   503 (with `Retry-After` when set) at the configured rate or while down.
 //!   Ids starting `missing` get 404; ids starting `badjson` get a body
-//!   that does not parse.
+//!   that does not parse; `big-<n>` gets `{"id": id, "pad": "…"}` padded
+//!   to about `n` bytes (at most 64 MiB).
 //! - `/status/{code}[?retry_after=S]`: that status, JSON body.
 //! - `/echo/…`: `{"path", "query", "authorization"}` as received.
 //! - `/reset`: closes the connection without answering.
@@ -248,6 +249,12 @@ async fn handle(
                     hyper::header::HeaderValue::from_static("application/json"),
                 );
                 r
+            } else if let Some(n) = id
+                .strip_prefix("big-")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                let pad = "x".repeat(n.min(64 << 20));
+                json(200, serde_json::json!({"id": id, "pad": pad}))
             } else {
                 json(200, serde_json::json!({"id": id}))
             }

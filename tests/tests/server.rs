@@ -589,6 +589,50 @@ async fn identical_concurrent_external_requests_share_one_upstream_call() {
 }
 
 #[tokio::test]
+async fn a_repeated_large_answer_is_fetched_once_and_sent_for_every_item() {
+    let upstream = Upstream::start().await.unwrap();
+    let server = with_upstream(ServerConfig::default(), "batch_big", &upstream, 10).await;
+    let c = &server.client;
+    let mut ids = vec!["big-100000"; 300];
+    ids.extend(["a", "missing-1", "badjson-1", "a"]);
+    let reply = c.post_json("/batch-external-data", &json!(ids)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.header("content-length"),
+        Some(reply.body.len().to_string().as_str())
+    );
+    let body = reply.json();
+    assert_eq!(body["success"], true);
+    let items = body["data"].as_array().unwrap();
+    assert_eq!(items.len(), ids.len());
+    for item in &items[..300] {
+        assert_eq!(item["id"], "big-100000");
+        assert_eq!(item["status_code"], 200);
+        assert_eq!(item["data"]["id"], "big-100000");
+        assert_eq!(item["data"]["pad"].as_str().unwrap().len(), 100_000);
+        assert!(item.get("error").is_none(), "{item}");
+    }
+    assert_eq!(items[300]["data"], json!({"id": "a"}));
+    assert_eq!(items[303], items[300]);
+    assert_eq!(
+        (
+            items[301]["status_code"].clone(),
+            items[301]["data"].clone()
+        ),
+        (json!(404), json!(null))
+    );
+    assert!(items[301]["error"].is_string());
+    assert_eq!(items[302]["data"], json!(null));
+    assert_eq!(
+        items[302]["error"],
+        "the upstream's answer was not valid JSON"
+    );
+    assert_eq!(upstream.state.hits("/data/big-100000"), 1);
+    assert_eq!(upstream.state.hits("/data/a"), 1);
+}
+
+#[tokio::test]
 async fn batches_keep_order_fold_duplicates_and_respect_the_cap() {
     let upstream = Upstream::start().await.unwrap();
     upstream.state.latency_ms.store(20, Ordering::SeqCst);

@@ -43,3 +43,45 @@ pub(crate) struct Probe {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) failing: Vec<String>,
 }
+
+/// A response body made of ready chunks, sent in order, with its exact
+/// length (so it goes out with `Content-Length`). Chunks may be shared
+/// (`Bytes`), which is what keeps a batch that repeats one large upstream
+/// answer from copying it.
+#[derive(Debug, Default)]
+pub(crate) struct Chunks {
+    chunks: std::collections::VecDeque<bytes::Bytes>,
+    len: u64,
+}
+
+impl Chunks {
+    pub(crate) fn push(&mut self, chunk: bytes::Bytes) {
+        self.len += chunk.len() as u64;
+        self.chunks.push_back(chunk);
+    }
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let next = this.chunks.pop_front();
+        if let Some(chunk) = &next {
+            this.len -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|chunk| Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len)
+    }
+}

@@ -1,15 +1,16 @@
 //! `GET /external-data/{data_id}` and `POST /batch-external-data`.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::HeaderMap;
-use serde::Serialize;
 use sluice_api_client::{ApiClient, ApiError, ApiPath, ApiRequest, ApiResponse};
 
-use crate::envelope::Data;
+use crate::envelope::{Chunks, Data};
 use crate::error::{AppError, ErrorCode, FieldError};
 use crate::extract::{self, Param};
 use crate::state::AppState;
@@ -104,47 +105,104 @@ fn item_error(error: &ApiError) -> (Option<u16>, &'static str) {
     }
 }
 
-/// One item of a batch answer; `data` is always present (null on failure),
-/// `error` only on failure.
-#[derive(Debug, Serialize)]
-struct BatchItem<'a> {
-    id: &'a str,
+/// A unique id's answer, worked out once however often the batch repeats
+/// the id: the upstream's body is checked as JSON and kept as raw text,
+/// never built into a tree.
+struct Answer {
     status_code: Option<u16>,
-    data: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Bytes>,
     error: Option<&'static str>,
 }
 
-impl<'a> BatchItem<'a> {
-    fn new(id: &'a str, result: Result<ApiResponse, ApiError>) -> Self {
-        let (status_code, data, error) = match result {
+impl Answer {
+    fn new(result: Result<ApiResponse, ApiError>) -> Self {
+        match result {
             Ok(response) if (200..300).contains(&response.status) => {
-                match response.json::<serde_json::Value>() {
-                    Ok(data) => (Some(response.status), Some(data), None),
-                    Err(_) => (
-                        Some(response.status),
-                        None,
-                        Some("the upstream's answer was not valid JSON"),
-                    ),
+                // Checks the content type and the syntax without a tree.
+                match response.json::<serde::de::IgnoredAny>() {
+                    Ok(_) => Self {
+                        status_code: Some(response.status),
+                        data: Some(trim_json(response.body)),
+                        error: None,
+                    },
+                    Err(_) => Self {
+                        status_code: Some(response.status),
+                        data: None,
+                        error: Some("the upstream's answer was not valid JSON"),
+                    },
                 }
             }
-            Ok(response) => (
-                Some(response.status),
-                None,
-                Some("the upstream answered with an error status"),
-            ),
+            Ok(response) => Self {
+                status_code: Some(response.status),
+                data: None,
+                error: Some("the upstream answered with an error status"),
+            },
             Err(error) => {
-                let (status, message) = item_error(&error);
-                (status, None, Some(message))
+                let (status_code, message) = item_error(&error);
+                Self {
+                    status_code,
+                    data: None,
+                    error: Some(message),
+                }
             }
-        };
-        Self {
-            id,
-            status_code,
-            data,
-            error,
         }
     }
+}
+
+/// Valid JSON without its surrounding whitespace (a shared slice, no copy).
+fn trim_json(body: Bytes) -> Bytes {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let end = body
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    body.slice(start..end)
+}
+
+/// The batch answer `{"success":true,"data":[{"id", "status_code", "data",
+/// "error"?}, …]}` as a list of chunks: each item's small frame is its
+/// own, each upstream body is shared by every item that repeats its id, so
+/// a thousand copies of one large answer cost one body in memory.
+fn batch_answer(ids: &[String], answers: &HashMap<&str, Answer>) -> Chunks {
+    let mut chunks = Chunks::default();
+    chunks.push(Bytes::from_static(b"{\"success\":true,\"data\":["));
+    for (i, id) in ids.iter().enumerate() {
+        let Some(answer) = answers.get(id.as_str()) else {
+            continue;
+        };
+        let mut head = Vec::with_capacity(id.len() + 48);
+        if i > 0 {
+            head.push(b',');
+        }
+        head.extend_from_slice(b"{\"id\":");
+        // A string always serializes.
+        let _ = serde_json::to_writer(&mut head, id);
+        head.extend_from_slice(b",\"status_code\":");
+        match answer.status_code {
+            Some(code) => head.extend_from_slice(code.to_string().as_bytes()),
+            None => head.extend_from_slice(b"null"),
+        }
+        head.extend_from_slice(b",\"data\":");
+        match &answer.data {
+            Some(raw) => {
+                chunks.push(Bytes::from(head));
+                chunks.push(raw.clone());
+                head = Vec::new();
+            }
+            None => head.extend_from_slice(b"null"),
+        }
+        if let Some(error) = answer.error {
+            head.extend_from_slice(b",\"error\":");
+            let _ = serde_json::to_writer(&mut head, error);
+        }
+        head.push(b'}');
+        chunks.push(Bytes::from(head));
+    }
+    chunks.push(Bytes::from_static(b"]}"));
+    chunks
 }
 
 pub(crate) async fn batch(
@@ -187,12 +245,18 @@ pub(crate) async fn batch(
             Some(deadline),
         )
         .await;
-    let data: Vec<BatchItem<'_>> = ids
-        .iter()
-        .zip(results)
-        .map(|(id, result)| BatchItem::new(id, result))
-        .collect();
-    Ok(Json(Data::new(data)).into_response())
+    let mut answers: HashMap<&str, Answer> = HashMap::new();
+    for (id, result) in ids.iter().zip(results) {
+        answers
+            .entry(id.as_str())
+            .or_insert_with(|| Answer::new(result));
+    }
+    let body = batch_answer(&ids, &answers);
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::new(body),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
