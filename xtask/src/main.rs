@@ -36,9 +36,10 @@ commands:
                      `server` (the release server under wrk, W1–W5, beside
                      references; SLUICE_BENCH_SECONDS, SLUICE_BENCH_STEADY_SECONDS)
   chaos [DRILL…]     fault drills on the release server under load, each with
-                     pass/fail goals: postgres-stop, redis-kill,
-                     upstream-errors, upstream-outage, postgres-kill, sigterm,
-                     slow-clients, idle-sockets (default: all; about 2½ minutes;
+                     pass/fail goals: postgres-stop, postgres-freeze,
+                     postgres-kill-reads, redis-kill, upstream-errors,
+                     upstream-outage, postgres-kill, sigterm, slow-clients,
+                     idle-sockets (default: all; about 3½ minutes;
                      SLUICE_CHAOS_LOG sets the server's RUST_LOG)
 ";
 
