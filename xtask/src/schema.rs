@@ -136,9 +136,12 @@ fn conform(backend: &str, server: &Path, scratch: &Path, env: &[(&str, &str)]) -
     let name = format!("schemathesis on {backend}");
     eprintln!("==> {name}");
     let started = Instant::now();
-    let mut child = Command::new("schemathesis")
+    // Through the interpreter, so that a pip install without its scripts
+    // on the PATH still works.
+    let mut child = Command::new("python3")
         .current_dir(scratch)
-        .args(["run", &format!("http://127.0.0.1:{port}/openapi.json")])
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("http://127.0.0.1:{port}/openapi.json"))
         .args([
             "--checks",
             "all",
