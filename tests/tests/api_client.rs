@@ -536,3 +536,32 @@ async fn a_black_holed_upstream_is_retried_within_the_deadline_then_trips_the_br
     assert_eq!(api.circuit(), CircuitState::Open);
     drop(hole);
 }
+
+#[tokio::test]
+async fn a_batch_stops_holding_answers_at_its_byte_limit() {
+    let upstream = Upstream::start().await.unwrap();
+    let mut config = config(&upstream);
+    config.max_batch_bytes = 500_000;
+    let api = client(config);
+    let requests: Vec<ApiRequest> = (0..20)
+        .map(|i| ApiRequest::get(path(&["data", &format!("big-1000{i:02}")])))
+        .collect();
+    let results = api.batch(requests, None).await;
+    assert_eq!(results.len(), 20);
+    let held: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| r.body.len())
+        .sum();
+    assert!(held <= 500_000, "{held} bytes held");
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(ApiError::BatchTooLarge { limit: 500_000, .. })))
+        .count();
+    assert!(refused > 0);
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count() + refused,
+        20,
+        "every item is an answer or the limit's error"
+    );
+}

@@ -59,9 +59,31 @@ impl ApiClient {
             });
         }
         let mut results: Vec<Option<Result<ApiResponse>>> = vec![None; tasks.len()];
+        // Bodies held so far; past the limit, nothing more is fetched.
+        let limit = self.inner.config.max_batch_bytes;
+        let too_large = || ApiError::BatchTooLarge {
+            upstream: self.inner.name.clone(),
+            limit,
+        };
+        let (mut held, mut exceeded) = (0usize, false);
         while let Some(joined) = tasks.join_next().await {
-            if let Ok((index, result)) = joined {
-                results[index] = Some(result);
+            let Ok((index, result)) = joined else {
+                continue;
+            };
+            let size = result.as_ref().map_or(0, |r| r.body.len());
+            if exceeded || held.saturating_add(size) > limit {
+                // Dropped here; the rest are not fetched at all.
+                results[index] = Some(Err(too_large()));
+                exceeded = true;
+                tasks.abort_all();
+                continue;
+            }
+            held += size;
+            results[index] = Some(result);
+        }
+        if exceeded {
+            for result in results.iter_mut().filter(|r| r.is_none()) {
+                *result = Some(Err(too_large()));
             }
         }
         self.inner

@@ -53,6 +53,12 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Largest response body read. Default 10 MiB.
     pub max_body_bytes: usize,
+    /// Most response-body bytes one batch may hold (its distinct answers
+    /// together). Past it, the batch stops fetching and its remaining
+    /// items fail with [`ApiError::BatchTooLarge`](crate::ApiError). Default
+    /// 32 MiB: with the in-flight cap's bodies being read, a batch of 1,000
+    /// distinct 1 MiB answers stays well under 100 MiB.
+    pub max_batch_bytes: usize,
     /// Attempts for idempotent requests. Default 3 (`IO_RETRY_ATTEMPTS`).
     pub retry_attempts: u32,
     /// Base retry delay. Default 1 s (`IO_RETRY_DELAY`).
@@ -83,6 +89,7 @@ impl UpstreamConfig {
             max_connections: 100,
             idle_timeout: Duration::from_secs(20),
             max_body_bytes: 10 * 1024 * 1024,
+            max_batch_bytes: 32 * 1024 * 1024,
             retry_attempts: 3,
             retry_delay: Duration::from_secs(1),
             breaker: BreakerConfig::default(),
@@ -170,6 +177,10 @@ impl UpstreamConfig {
         }
         if let Some((key, v)) = var("MAX_BODY_BYTES") {
             c.max_body_bytes =
+                usize::try_from(whole(&key, &v)?).map_err(|_| config_error(&key, "too large"))?;
+        }
+        if let Some((key, v)) = var("MAX_BATCH_BYTES") {
+            c.max_batch_bytes =
                 usize::try_from(whole(&key, &v)?).map_err(|_| config_error(&key, "too large"))?;
         }
         if let Some((key, v)) = var("RETRY_ATTEMPTS").or_else(|| get("IO_RETRY_ATTEMPTS".into())) {

@@ -75,6 +75,15 @@ pub enum ApiError {
         /// How long it queued.
         waited: Duration,
     },
+    /// The batch's answers reached its byte limit (`max_batch_bytes`)
+    /// before this item's arrived: it was dropped or not fetched.
+    #[error("{upstream}: the batch's answers reached {limit} bytes")]
+    BatchTooLarge {
+        /// The upstream's name.
+        upstream: Arc<str>,
+        /// The limit.
+        limit: usize,
+    },
     /// The client was closed (the service is shutting down).
     #[error("{upstream}: the client is closed")]
     Closed {
@@ -163,6 +172,7 @@ impl ErrorClass for ApiError {
             ApiError::CircuitOpen { .. } => "circuit_open",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Closed { .. } => "closed",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::NotJson { .. } | ApiError::InvalidJson { .. } => "invalid_body",
             ApiError::NotConfigured { .. } => "not_configured",

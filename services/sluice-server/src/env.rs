@@ -68,6 +68,8 @@ Environment variables (all optional; a bad value stops start-up naming it):
   API_EXTERNAL_TOKEN             sent as Authorization: Bearer (never logged)
   API_EXTERNAL_HEADERS           JSON object of headers sent with every request
   API_EXTERNAL_MAX_CONNECTIONS   requests in flight to the upstream (default 100)
+  API_EXTERNAL_MAX_BODY_BYTES    largest upstream answer read (default 10485760)
+  API_EXTERNAL_MAX_BATCH_BYTES   upstream answer bytes one batch may hold; later items fail (default 33554432)
   API_EXTERNAL_CACHE_TTL         seconds to cache upstream answers in Redis (default 0: off)
   IO_RETRY_ATTEMPTS              attempts for retried I/O (default 3)
   IO_RETRY_DELAY                 base retry delay, seconds (default 1.0)

@@ -95,6 +95,10 @@ fn item_error(error: &ApiError) -> (Option<u16>, &'static str) {
         ApiError::Timeout { .. } => (None, "the upstream did not answer in time"),
         ApiError::CircuitOpen { .. } => (None, "the upstream is failing; not called"),
         ApiError::Overloaded { .. } => (None, "no request slot was free in time; not called"),
+        ApiError::BatchTooLarge { .. } => (
+            None,
+            "the batch's answers reached their size limit; not fetched",
+        ),
         ApiError::Connect { .. } | ApiError::Transport { .. } => {
             (None, "the upstream could not be reached")
         }
