@@ -15,6 +15,7 @@
 //! URL whose user may `CREATE DATABASE`). When they are missing a test fails
 //! with the command to run: it never passes by skipping.
 
+pub mod certs;
 #[cfg(feature = "clients")]
 pub mod client;
 #[cfg(feature = "clients")]

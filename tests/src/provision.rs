@@ -332,6 +332,31 @@ impl TempPostgres {
         Ok(())
     }
 
+    /// Turns TLS on with this certificate and key (copied into the data
+    /// directory) and restarts the server; plain connections still work,
+    /// as on a server with `ssl = on` and no `hostssl` rule.
+    pub fn enable_tls(&mut self, cert: &Path, key: &Path) -> Result<(), ProvisionError> {
+        let data = self.data_dir();
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            std::fs::copy(from, data.join(to)).map_err(|e| failed(format!("{to}: {e}")))?;
+        }
+        run(Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key")))?;
+        if self.as_postgres_user {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key")))?;
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text =
+            std::fs::read_to_string(&conf).map_err(|e| failed(format!("postgresql.conf: {e}")))?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(|e| failed(format!("postgresql.conf: {e}")))?;
+        self.restart()
+    }
+
     /// The postmaster's pid and its children's (backends, checkpointer…).
     fn cluster_pids(&self) -> Result<Vec<String>, ProvisionError> {
         let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))

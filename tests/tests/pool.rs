@@ -258,3 +258,62 @@ async fn the_registry_holds_pools_by_name_and_closes_them_all() {
     pools.close_all().await;
     assert!(sql.is_closed());
 }
+
+#[tokio::test]
+async fn postgres_over_tls_is_verified_and_never_downgraded() {
+    use sluice_tests::certs::throwaway;
+    use sluice_tests::provision::TempPostgres;
+
+    let certs = throwaway(&services::scratch_dir("pg_tls")).unwrap();
+    let ca = certs.ca.clone();
+    let other_ca = throwaway(&services::scratch_dir("pg_tls_other")).unwrap();
+    let (tls_pg, plain_pg) = tokio::task::spawn_blocking(move || {
+        let mut tls = TempPostgres::start().unwrap();
+        tls.enable_tls(&certs.cert, &certs.key).unwrap();
+        (tls, TempPostgres::start().unwrap())
+    })
+    .await
+    .unwrap();
+    let verified = |pg: &TempPostgres, ca: &std::path::Path| {
+        let mut config = ConnectionConfig::from_url(
+            "secure",
+            &format!(
+                "{}?sslmode=verify-full&sslrootcert={}",
+                pg.url(),
+                ca.display()
+            ),
+        )
+        .unwrap();
+        config.retry_attempts = 1;
+        config
+    };
+
+    // Trusted CA, matching name: connected, and the session is encrypted.
+    let pool = SqlPool::open(&verified(&tls_pg, &ca)).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let SqlConnection::Postgres(c) = &mut conn else {
+        unreachable!("a PostgreSQL pool")
+    };
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap();
+    assert!(ssl, "the session is not encrypted");
+    drop(conn);
+
+    // Another CA: refused, with one error naming the connection.
+    let err = SqlPool::open(&verified(&tls_pg, &other_ca.ca))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "cannot connect secure (postgresql)");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(cause.contains("certificate"), "{cause}");
+
+    // A server without TLS: verify-full never falls back to plain text.
+    let err = SqlPool::open(&verified(&plain_pg, &ca)).await.unwrap_err();
+    assert_eq!(err.to_string(), "cannot connect secure (postgresql)");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(cause.to_lowercase().contains("tls"), "{cause}");
+    drop((tls_pg, plain_pg));
+}

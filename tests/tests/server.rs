@@ -944,84 +944,8 @@ async fn http2_cleartext_is_served_on_the_same_port() {
 
 #[tokio::test]
 async fn https_with_a_certificate_from_pem_files() {
-    let dir = services::scratch_dir("tls");
-    let (ca, cert, key) = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    // A throw-away CA, and a server certificate for 127.0.0.1 signed by it.
-    std::fs::write(
-        dir.join("leaf.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let steps: [Vec<&str>; 3] = [
-        [
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-days",
-                "1",
-                "-subj",
-                "/CN=sluice-test-ca",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
-        [
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-            ],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "leaf.cnf",
-            "-out",
-            "cert.pem",
-        ],
-    ];
-    for args in steps {
-        let made = std::process::Command::new("openssl")
-            .current_dir(&dir)
-            .args(&args)
-            .output()
-            .unwrap_or_else(|e| panic!("openssl is needed to make test certificates ({e})"));
-        assert!(
-            made.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    }
+    let sluice_tests::certs::Certs { ca, cert, key } =
+        sluice_tests::certs::throwaway(&services::scratch_dir("tls")).unwrap();
     let tls = sluice_http_server::tls_config(&cert, &key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
