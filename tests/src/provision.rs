@@ -454,16 +454,29 @@ impl Drop for TempPostgres {
 pub struct TempRedis {
     port: u16,
     dir: PathBuf,
+    /// Certificate and key when it serves TLS only.
+    tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
 impl TempRedis {
     /// Starts `redis-server` on a free port on 127.0.0.1.
     pub fn start() -> Result<Self, ProvisionError> {
+        Self::start_with(None)
+    }
+
+    /// Starts `redis-server` serving TLS only (`rediss://`), with this
+    /// certificate and key; clients need no certificate of their own.
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Self, ProvisionError> {
+        Self::start_with(Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Result<Self, ProvisionError> {
         let dir = unique_dir("sluice-redis").map_err(|e| failed(format!("temp dir: {e}")))?;
         let mut redis = Self {
             port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
             dir,
+            tls,
             child: None,
         };
         redis.launch()?;
@@ -471,8 +484,19 @@ impl TempRedis {
     }
 
     fn launch(&mut self) -> Result<(), ProvisionError> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -500,9 +524,14 @@ impl TempRedis {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// `redis://127.0.0.1:<port>/0`, or `rediss://` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Kills the server (its data is gone: persistence is off).

@@ -182,3 +182,41 @@ async fn a_hung_redis_is_skipped_after_three_reads_even_one_at_a_time() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn redis_over_tls_is_verified_against_the_configured_ca() {
+    use sluice_pool::{TlsConfig, TlsMode};
+    use sluice_tests::certs::throwaway;
+
+    let certs = throwaway(&services::scratch_dir("redis_tls")).unwrap();
+    let other = throwaway(&services::scratch_dir("redis_tls_other")).unwrap();
+    let (cert, key) = (certs.cert.clone(), certs.key.clone());
+    let redis = tokio::task::spawn_blocking(move || TempRedis::start_tls(&cert, &key))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(redis.url().starts_with("rediss://"));
+    let config = |ca: &std::path::Path| {
+        let mut c = ConnectionConfig::from_url("secure_cache", &redis.url()).unwrap();
+        c.tls = TlsConfig {
+            mode: TlsMode::VerifyFull,
+            ca_file: Some(ca.to_path_buf()),
+        };
+        c.retry_attempts = 1;
+        c
+    };
+    let pool = RedisPool::open(&config(&certs.ca)).await.unwrap();
+    pool.ping().await.unwrap();
+    let cache = Cache::with_registry(pool, services::redis_prefix("tls"), &Registry::new());
+    cache
+        .set("k", "over tls", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap().as_deref(),
+        Some("over tls")
+    );
+    // Another CA: the connection is refused, and the error names it.
+    let err = RedisPool::open(&config(&other.ca)).await.unwrap_err();
+    assert!(err.to_string().contains("secure_cache"), "{err}");
+}
