@@ -16,7 +16,7 @@ use sqlx::{Postgres, Sqlite};
 use crate::config::{ConnectionConfig, Kind, TlsMode};
 use crate::error::{ConnectError, Error, Result};
 use crate::outage::{OutageGate, PROBE_AFTER, PROBE_STATEMENT_AFTER, Watched};
-use crate::stats::PoolStats;
+use crate::stats::{PoolStats, Waiting};
 
 /// A pool of PostgreSQL or SQLite connections.
 ///
@@ -40,23 +40,13 @@ struct Inner {
     acquire_timeout: Duration,
     waiting: AtomicU32,
     breaker: CircuitBreaker,
-    /// Outage detection; PostgreSQL only (an SQLite file does not go away).
-    gate: Option<Arc<OutageGate>>,
     metrics: PoolMetrics,
-}
-
-/// Counts one waiting acquire for as long as it lives.
-struct WaitingGuard<'a>(&'a AtomicU32);
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 #[derive(Debug)]
 enum Driver {
-    Postgres(PgPool),
+    /// With its outage gate (an SQLite file does not go away).
+    Postgres(PgPool, Arc<OutageGate>),
     Sqlite(SqlitePool),
 }
 
@@ -108,7 +98,10 @@ impl SqlPool {
                     })
                     .await
                     .map_err(|source| connect_error(config, source))?;
-                Driver::Postgres(pool)
+                Driver::Postgres(
+                    pool,
+                    OutageGate::new(config.connect_timeout, config.retry_delay),
+                )
             }
             Kind::Sqlite => {
                 let (options, in_memory) = sqlite_options(config)?;
@@ -161,8 +154,6 @@ impl SqlPool {
                 acquire_timeout: config.acquire_timeout,
                 waiting: AtomicU32::new(0),
                 breaker,
-                gate: (config.kind == Kind::Postgres)
-                    .then(|| OutageGate::new(config.connect_timeout, config.retry_delay)),
                 metrics,
             }),
         })
@@ -176,7 +167,7 @@ impl SqlPool {
     /// PostgreSQL or SQLite.
     pub fn kind(&self) -> Kind {
         match self.inner.driver {
-            Driver::Postgres(_) => Kind::Postgres,
+            Driver::Postgres(..) => Kind::Postgres,
             Driver::Sqlite(_) => Kind::Sqlite,
         }
     }
@@ -192,7 +183,7 @@ impl SqlPool {
     /// free within the acquire timeout.
     pub async fn acquire(&self) -> Result<SqlConnection> {
         let inner = &self.inner;
-        if let Some(gate) = &inner.gate
+        if let Driver::Postgres(_, gate) = &inner.driver
             && gate.is_down()
         {
             return Err(self.unavailable(gate.retry_after()));
@@ -201,34 +192,24 @@ impl SqlPool {
             .breaker
             .try_acquire()
             .map_err(|rejected| self.unavailable(rejected.retry_after))?;
-        inner.waiting.fetch_add(1, Ordering::Relaxed);
-        // Decrements `waiting` however this future ends, cancelled included.
-        let waiting = WaitingGuard(&inner.waiting);
+        let waiting = Waiting::new(&inner.waiting);
         let started = Instant::now();
         // sqlx's acquire future embeds the whole connect path (TLS
         // included) and is tens of kilobytes: boxed, every future that
         // awaits this one stays small and cheap to move.
         let result = match &inner.driver {
-            Driver::Postgres(pool) => {
+            Driver::Postgres(pool, gate) => {
                 let acquire = Box::pin(pool.acquire());
-                let watched = match &inner.gate {
-                    Some(gate) => {
-                        gate.watch(acquire, PROBE_AFTER, || pool.connect_options())
-                            .await
-                    }
-                    None => Watched::Done(acquire.await),
-                };
-                match watched {
+                match gate
+                    .watch(acquire, PROBE_AFTER, || pool.connect_options())
+                    .await
+                {
                     Watched::Done(result) => result.map(SqlConnection::Postgres),
                     Watched::Down => {
                         drop(waiting);
                         inner.metrics.waited(started.elapsed());
                         inner.metrics.connected(false);
-                        let retry_after = inner
-                            .gate
-                            .as_ref()
-                            .map_or(Duration::from_secs(1), |g| g.retry_after());
-                        return Err(self.unavailable(retry_after));
+                        return Err(self.unavailable(gate.retry_after()));
                     }
                 }
             }
@@ -274,7 +255,7 @@ impl SqlPool {
     /// state is unknown). A statement still running after a second starts
     /// the same probe as a stalled acquire (PostgreSQL only).
     pub async fn unless_down<F: Future>(&self, statement: F) -> Result<F::Output> {
-        let (Some(gate), Driver::Postgres(pool)) = (&self.inner.gate, &self.inner.driver) else {
+        let Driver::Postgres(pool, gate) = &self.inner.driver else {
             return Ok(statement.await);
         };
         match gate
@@ -296,7 +277,7 @@ impl SqlPool {
     /// Current sizes; also published as gauges.
     pub fn stats(&self) -> PoolStats {
         let (size, idle) = match &self.inner.driver {
-            Driver::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Driver::Postgres(pool, _) => (pool.size(), pool.num_idle()),
             Driver::Sqlite(pool) => (pool.size(), pool.num_idle()),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
@@ -343,7 +324,7 @@ impl SqlPool {
     /// returned, then closes them all.
     pub async fn close(&self) {
         match &self.inner.driver {
-            Driver::Postgres(pool) => pool.close().await,
+            Driver::Postgres(pool, _) => pool.close().await,
             Driver::Sqlite(pool) => pool.close().await,
         }
     }
@@ -351,7 +332,7 @@ impl SqlPool {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         match &self.inner.driver {
-            Driver::Postgres(pool) => pool.is_closed(),
+            Driver::Postgres(pool, _) => pool.is_closed(),
             Driver::Sqlite(pool) => pool.is_closed(),
         }
     }
@@ -360,7 +341,7 @@ impl SqlPool {
     /// for benchmarks that compare against sqlx used directly).
     pub fn as_postgres(&self) -> Option<&PgPool> {
         match &self.inner.driver {
-            Driver::Postgres(pool) => Some(pool),
+            Driver::Postgres(pool, _) => Some(pool),
             Driver::Sqlite(_) => None,
         }
     }
@@ -369,7 +350,7 @@ impl SqlPool {
     pub fn as_sqlite(&self) -> Option<&SqlitePool> {
         match &self.inner.driver {
             Driver::Sqlite(pool) => Some(pool),
-            Driver::Postgres(_) => None,
+            Driver::Postgres(..) => None,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! [`PoolStats`]: the same figures for every kind of pool.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use serde::Serialize;
 
 /// A pool's current sizes, as `/io-metrics` reports them.
@@ -15,4 +17,21 @@ pub struct PoolStats {
     pub max: u32,
     /// Callers waiting for a connection.
     pub waiting: u32,
+}
+
+/// Counts one waiting caller in a pool's `waiting` figure for as long as
+/// it lives: also when the wait is cancelled (the caller gone).
+pub(crate) struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn new(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -126,7 +126,8 @@ impl Answer {
                 match response.json::<serde::de::IgnoredAny>() {
                     Ok(_) => Self {
                         status_code: Some(response.status),
-                        data: Some(trim_json(response.body)),
+                        // Whitespace around it is valid inside the answer too.
+                        data: Some(response.body),
                         error: None,
                     },
                     Err(_) => Self {
@@ -153,19 +154,6 @@ impl Answer {
     }
 }
 
-/// Valid JSON without its surrounding whitespace (a shared slice, no copy).
-fn trim_json(body: Bytes) -> Bytes {
-    let start = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(body.len());
-    let end = body
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    body.slice(start..end)
-}
-
 /// The batch answer `{"success":true,"data":[{"id", "status_code", "data",
 /// "error"?}, …]}` as a list of chunks: each item's small frame is its
 /// own, each upstream body is shared by every item that repeats its id, so
@@ -173,14 +161,14 @@ fn trim_json(body: Bytes) -> Bytes {
 fn batch_answer(ids: &[String], answers: &HashMap<&str, Answer>) -> Chunks {
     let mut chunks = Chunks::default();
     chunks.push(Bytes::from_static(b"{\"success\":true,\"data\":["));
-    for (i, id) in ids.iter().enumerate() {
+    let mut separator: &[u8] = b"";
+    for id in ids {
         let Some(answer) = answers.get(id.as_str()) else {
             continue;
         };
         let mut head = Vec::with_capacity(id.len() + 48);
-        if i > 0 {
-            head.push(b',');
-        }
+        head.extend_from_slice(separator);
+        separator = b",";
         head.extend_from_slice(b"{\"id\":");
         // A string always serializes.
         let _ = serde_json::to_writer(&mut head, id);

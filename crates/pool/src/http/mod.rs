@@ -22,7 +22,7 @@ use sluice_metrics::PoolMetrics;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::stats::PoolStats;
+use crate::stats::{PoolStats, Waiting};
 use counted::Counting;
 
 /// Settings of an [`HttpPool`].
@@ -105,22 +105,6 @@ pub struct SendError {
 #[derive(Debug)]
 pub struct HttpSlot {
     _permit: OwnedSemaphorePermit,
-}
-
-/// Counts one waiting caller for as long as it lives, cancelled included.
-struct Waiting<'a>(&'a AtomicU32);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicU32) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl HttpPool {
