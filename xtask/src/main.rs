@@ -39,7 +39,7 @@ commands:
                      pass/fail goals: postgres-stop, postgres-freeze,
                      postgres-kill-reads, redis-kill, upstream-errors,
                      upstream-outage, postgres-kill, sigterm, slow-clients,
-                     idle-sockets (default: all; about 3½ minutes;
+                     idle-sockets, batch-memory (default: all; about 4 minutes;
                      SLUICE_CHAOS_LOG sets the server's RUST_LOG)
 ";
 

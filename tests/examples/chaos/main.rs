@@ -14,6 +14,7 @@ mod attack;
 mod drills;
 mod harness;
 mod idle;
+mod memory;
 mod outage;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ const DRILLS: &[&str] = &[
     "sigterm",
     "slow-clients",
     "idle-sockets",
+    "batch-memory",
 ];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +74,7 @@ async fn main() {
             "postgres-kill" => drills::postgres_kill(&mut harness).await,
             "sigterm" => drills::sigterm(&mut harness).await,
             "slow-clients" => attack::slow_clients(&mut harness).await,
+            "batch-memory" => memory::batch_memory(&mut harness).await,
             _ => idle::idle_sockets(&mut harness).await,
         };
         match result {
