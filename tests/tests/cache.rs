@@ -201,6 +201,7 @@ async fn redis_over_tls_is_verified_against_the_configured_ca() {
         c.tls = TlsConfig {
             mode: TlsMode::VerifyFull,
             ca_file: Some(ca.to_path_buf()),
+            ..TlsConfig::default()
         };
         c.retry_attempts = 1;
         c

@@ -1,7 +1,8 @@
 //! `cargo xtask layers`: dependencies point down the layers only.
 //!
 //! The layers, from ARCHITECTURE.md:
-//! `metrics(0) → retry(1) → pool(2) → {db, api-client}(3) → http-server(4) → services(5)`.
+//! `metrics(0) → retry(1) → pool(2) → {db, api-client}(3) → io(4) →
+//! http-server(5) → services(6)`.
 //! A crate may depend on crates of lower layers only: never on its own layer
 //! (db and api-client do not know each other) and never upwards. `tests`
 //! and `xtask` sit outside the stack and may use anything.
@@ -18,8 +19,9 @@ fn layer(package: &str) -> Option<Option<u8>> {
         "sluice-retry" => Some(1),
         "sluice-pool" => Some(2),
         "sluice-db" | "sluice-api-client" => Some(3),
-        "sluice-http-server" => Some(4),
-        "sluice-server" => Some(5),
+        "sluice-io" => Some(4),
+        "sluice-http-server" => Some(5),
+        "sluice-server" => Some(6),
         "sluice-tests" | "xtask" => None,
         _ => return None,
     })

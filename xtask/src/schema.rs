@@ -1,6 +1,8 @@
-//! The OpenAPI conformance check of `cargo xtask ci`: schemathesis (from
-//! PyPI) against the live server, from the server's own `/openapi.json`,
-//! once on SQLite and once on PostgreSQL with Redis and an upstream.
+//! The live checks of `cargo xtask ci`: the OpenAPI conformance check —
+//! schemathesis (from PyPI) against the live server, from the server's own
+//! `/openapi.json`, once on SQLite and once on PostgreSQL with Redis and
+//! an upstream — and the I/O manager's design example against the same
+//! PostgreSQL, Redis and upstream.
 //!
 //! It fails on any server error (5xx), any response that breaks the
 //! documented schema, any undocumented status code or content type, and
@@ -33,7 +35,7 @@ pub(crate) fn run_alone() -> Result<()> {
 
 /// Runs the check against the debug server and upstream.
 pub(crate) fn run(services: &Services) -> Result<()> {
-    let (server, upstream_bin) = test_binaries()?;
+    let (server, upstream_bin, design) = test_binaries()?;
     let scratch = std::env::temp_dir().join(format!("sluice-schema-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let result = (|| {
@@ -68,7 +70,8 @@ pub(crate) fn run(services: &Services) -> Result<()> {
                 ("API_EXTERNAL_BASE_URL", &upstream),
                 ("API_EXTERNAL_CACHE_TTL", "5"),
             ],
-        )
+        )?;
+        design_example(&design, services, &upstream)
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -78,7 +81,7 @@ pub(crate) fn run(services: &Services) -> Result<()> {
 /// (after `cargo test --workspace --all-targets` only the examples are
 /// linked again) and returns the paths of the server binary and of the
 /// `bench_upstream` example, as cargo reports them.
-fn test_binaries() -> Result<(PathBuf, PathBuf)> {
+fn test_binaries() -> Result<(PathBuf, PathBuf, PathBuf)> {
     eprintln!("==> cargo build --bins --examples (the server and bench_upstream)");
     let output = crate::cargo()
         .args(["build", "--workspace", "--bins", "--examples"])
@@ -89,7 +92,7 @@ fn test_binaries() -> Result<(PathBuf, PathBuf)> {
     if !output.status.success() {
         bail!("cargo test --no-run failed ({})", output.status);
     }
-    let (mut server, mut upstream) = (None, None);
+    let (mut server, mut upstream, mut design) = (None, None, None);
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -105,13 +108,32 @@ fn test_binaries() -> Result<(PathBuf, PathBuf)> {
         match (target["name"].as_str(), kind) {
             (Some("sluice-server"), "bin") => server = Some(PathBuf::from(executable)),
             (Some("bench_upstream"), "example") => upstream = Some(PathBuf::from(executable)),
+            (Some("design"), "example") => design = Some(PathBuf::from(executable)),
             _ => {}
         }
     }
-    match (server, upstream) {
-        (Some(server), Some(upstream)) => Ok((server, upstream)),
-        _ => bail!("cargo did not report the sluice-server binary and the bench_upstream example"),
+    match (server, upstream, design) {
+        (Some(server), Some(upstream), Some(design)) => Ok((server, upstream, design)),
+        _ => bail!(
+            "cargo did not report the sluice-server binary and the bench_upstream and design examples"
+        ),
     }
+}
+
+/// Runs sluice-io's `design` example (the design's own usage, end to end)
+/// against the provisioned PostgreSQL and Redis and the local upstream.
+fn design_example(design: &Path, services: &Services, upstream: &str) -> Result<()> {
+    crate::run_step(
+        "sluice-io example design",
+        Command::new(design)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DB_MAIN_URL", &services.database_url)
+            .env("REDIS_URL", &services.redis_url)
+            .env("API_EXTERNAL_BASE_URL", upstream)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null()),
+    )
 }
 
 /// Starts the server with `env` and runs schemathesis against it.

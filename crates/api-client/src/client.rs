@@ -82,7 +82,7 @@ impl ApiClient {
         limiter: Arc<Semaphore>,
         registry: &Registry,
     ) -> std::result::Result<Self, ConfigError> {
-        config.validate_headers()?;
+        config.validate()?;
         let mut headers = Vec::with_capacity(config.headers.len());
         for (name, value) in &config.headers {
             let name = HeaderName::try_from(name.as_str()).map_err(|e| invalid("headers", e))?;

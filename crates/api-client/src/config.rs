@@ -25,8 +25,9 @@ fn config_error(field: impl Into<String>, reason: impl Into<String>) -> ConfigEr
 }
 
 /// One upstream: the design's `initialize_api(name, base_url, headers,
-/// timeout, ssl_verify)` plus the limits it lacked.
-#[derive(Debug, Clone)]
+/// timeout, ssl_verify)` plus the limits it lacked. `Debug` shows the
+/// base URL without credentials and no header values.
+#[derive(Clone)]
 pub struct UpstreamConfig {
     /// The upstream's name (labels metrics and errors).
     pub name: String,
@@ -67,6 +68,27 @@ pub struct UpstreamConfig {
     pub breaker: BreakerConfig,
 }
 
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("base_url", &sluice_pool::redact_url(self.base_url.as_str()))
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .field("ssl_verify", &self.ssl_verify)
+            .field("ca_file", &self.ca_file)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("retry_attempts", &self.retry_attempts)
+            .field("retry_delay", &self.retry_delay)
+            .field("breaker", &self.breaker)
+            .finish()
+    }
+}
+
 impl UpstreamConfig {
     /// Defaults for an upstream at `base_url`.
     pub fn new(name: impl Into<String>, base_url: &str) -> Result<Self, ConfigError> {
@@ -96,103 +118,25 @@ impl UpstreamConfig {
         })
     }
 
-    /// The upstream `name` from `API_<NAME>_*` variables through `lookup`
-    /// (the library never reads the environment itself). `None` when
-    /// `API_<NAME>_BASE_URL` is not set.
-    ///
-    /// | variable | meaning |
-    /// | --- | --- |
-    /// | `API_<NAME>_BASE_URL` | the base URL (required) |
-    /// | `API_<NAME>_TIMEOUT` | seconds per attempt |
-    /// | `API_<NAME>_DEADLINE` | seconds per call; default `IO_REQUEST_TIMEOUT`, else 30 |
-    /// | `API_<NAME>_SSL_VERIFY` | `false` to skip certificate checks |
-    /// | `API_<NAME>_SSL_CA` | CA file |
-    /// | `API_<NAME>_HEADERS` | JSON object of default headers |
-    /// | `API_<NAME>_TOKEN` | sends `Authorization: Bearer <token>` |
-    /// | `API_<NAME>_MAX_CONNECTIONS` | in-flight limit |
-    /// | `API_<NAME>_MAX_BODY_BYTES` | response size limit |
-    /// | `API_<NAME>_RETRY_ATTEMPTS`, `_RETRY_DELAY` | default `IO_RETRY_ATTEMPTS`, `IO_RETRY_DELAY` |
-    pub fn from_env(
-        name: &str,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, ConfigError> {
-        let prefix = format!("API_{}", name.to_ascii_uppercase());
-        let get = |key: String| {
-            lookup(&key)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .map(|v| (key, v))
-        };
-        let var = |suffix: &str| get(format!("{prefix}_{suffix}"));
-        let Some((key, base)) = var("BASE_URL") else {
-            return Ok(None);
-        };
-        let mut c = Self::new(name.to_ascii_lowercase(), &base)
-            .map_err(|e| config_error(&key, e.reason))?;
-        let secs = |key: &str, v: &str| {
-            sluice_pool::seconds(key, v)
-                .map_err(|_| config_error(key, "expected a number of seconds greater than 0"))
-        };
-        if let Some((key, v)) = var("TIMEOUT") {
-            c.timeout = secs(&key, &v)?;
+    /// Checks values that cannot work, naming the field (`headers`,
+    /// `timeout`, `deadline`, `max_connections`, …).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(config_error("timeout", "must be greater than zero"));
         }
-        if let Some((key, v)) = var("DEADLINE").or_else(|| get("IO_REQUEST_TIMEOUT".into())) {
-            c.deadline = secs(&key, &v)?;
+        if self.deadline.is_zero() {
+            return Err(config_error("deadline", "must be greater than zero"));
         }
-        if let Some((key, v)) = var("SSL_VERIFY") {
-            c.ssl_verify = sluice_pool::boolean(&key, &v)
-                .map_err(|_| config_error(&key, "expected true or false"))?;
+        if self.max_connections == 0 {
+            return Err(config_error("max_connections", "must be at least 1"));
         }
-        c.ca_file = var("SSL_CA").map(|(_, v)| PathBuf::from(v));
-        if let Some((key, v)) = var("HEADERS") {
-            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&v)
-                .map_err(|_| {
-                    config_error(
-                        &key,
-                        "expected a JSON object of header names to string values",
-                    )
-                })?;
-            for (header, value) in map {
-                let value = value
-                    .as_str()
-                    .ok_or_else(|| config_error(&key, "header values must be strings"))?;
-                c.headers.push((header, Secret::new(value.to_owned())));
-            }
+        if self.max_body_bytes == 0 || self.max_batch_bytes == 0 {
+            return Err(config_error("max_body_bytes", "must be at least 1"));
         }
-        if let Some((_, token)) = var("TOKEN") {
-            c.headers.push((
-                "authorization".into(),
-                Secret::new(format!("Bearer {token}")),
-            ));
+        if self.retry_attempts == 0 {
+            return Err(config_error("retry_attempts", "must be at least 1"));
         }
-        let whole = |key: &str, v: &str| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| config_error(key, "expected a whole number greater than 0"))
-        };
-        if let Some((key, v)) = var("MAX_CONNECTIONS") {
-            c.max_connections =
-                u32::try_from(whole(&key, &v)?).map_err(|_| config_error(&key, "too large"))?;
-        }
-        if let Some((key, v)) = var("MAX_BODY_BYTES") {
-            c.max_body_bytes =
-                usize::try_from(whole(&key, &v)?).map_err(|_| config_error(&key, "too large"))?;
-        }
-        if let Some((key, v)) = var("MAX_BATCH_BYTES") {
-            c.max_batch_bytes =
-                usize::try_from(whole(&key, &v)?).map_err(|_| config_error(&key, "too large"))?;
-        }
-        if let Some((key, v)) = var("RETRY_ATTEMPTS").or_else(|| get("IO_RETRY_ATTEMPTS".into())) {
-            c.retry_attempts =
-                u32::try_from(whole(&key, &v)?).map_err(|_| config_error(&key, "too large"))?;
-        }
-        if let Some((key, v)) = var("RETRY_DELAY").or_else(|| get("IO_RETRY_DELAY".into())) {
-            c.retry_delay = secs(&key, &v)?;
-        }
-        c.validate_headers()
-            .map_err(|e| config_error(format!("{prefix}_HEADERS"), e.reason))?;
-        Ok(Some(c))
+        self.validate_headers()
     }
 
     pub(crate) fn validate_headers(&self) -> Result<(), ConfigError> {
@@ -209,58 +153,23 @@ impl UpstreamConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
     #[test]
-    fn the_design_variables() {
-        let c = UpstreamConfig::from_env(
-            "external",
-            env(&[
-                ("API_EXTERNAL_BASE_URL", "https://api.example.com/v1"),
-                ("API_EXTERNAL_TIMEOUT", "2.5"),
-                ("API_EXTERNAL_SSL_VERIFY", "false"),
-                ("API_EXTERNAL_TOKEN", "s3cret-token"),
-                ("IO_RETRY_ATTEMPTS", "4"),
-                ("IO_REQUEST_TIMEOUT", "10"),
-            ]),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(c.timeout, Duration::from_millis(2500));
-        assert_eq!((c.ssl_verify, c.retry_attempts), (false, 4));
-        assert_eq!(c.deadline, Duration::from_secs(10));
-        assert!(!format!("{c:?}").contains("s3cret-token"));
-        assert!(
-            UpstreamConfig::from_env("internal", env(&[]))
-                .unwrap()
-                .is_none()
+    fn bad_values_name_their_field() {
+        assert_eq!(
+            UpstreamConfig::new("x", "ftp://h").unwrap_err().field,
+            "base_url"
         );
-    }
-
-    #[test]
-    fn bad_values_name_their_variable() {
-        for (key, value) in [
-            ("API_EXTERNAL_BASE_URL", "ftp://x"),
-            ("API_EXTERNAL_TIMEOUT", "soon"),
-            ("API_EXTERNAL_SSL_VERIFY", "maybe"),
-            ("API_EXTERNAL_HEADERS", "[1]"),
-            ("API_EXTERNAL_MAX_CONNECTIONS", "0"),
-        ] {
-            let mut pairs = vec![("API_EXTERNAL_BASE_URL", "http://127.0.0.1:1")];
-            pairs.retain(|(k, _)| *k != key);
-            pairs.push((key, value));
-            let err = UpstreamConfig::from_env("external", env(&pairs)).unwrap_err();
-            assert_eq!(err.field, key, "{err}");
-        }
+        let mut c = UpstreamConfig::new("x", "http://127.0.0.1:1").unwrap();
+        assert!(c.validate().is_ok());
+        c.headers
+            .push(("bad header".into(), Secret::new("v".into())));
+        assert_eq!(c.validate().unwrap_err().field, "headers");
+        c.headers.clear();
+        c.base_url = url::Url::parse("https://ada:hunter2@api.example.com/v1").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        c.max_connections = 0;
+        assert_eq!(c.validate().unwrap_err().field, "max_connections");
     }
 }

@@ -10,10 +10,12 @@
 //!   unavailable, busy, other.
 //! - [`Cache`] (`cache.rs`): JSON values in Redis.
 
+mod batch;
 mod cache;
 mod database;
 mod error;
 mod executor;
+mod kv;
 mod migrate;
 mod params;
 mod statement;
@@ -23,6 +25,7 @@ pub use cache::{Cache, CacheError};
 pub use database::Database;
 pub use error::{DbError, Result};
 pub use executor::Record;
+pub use kv::{KeyValue, KvError, Pipeline, Reply};
 pub use params::{Params, Value};
 pub use statement::Sql;
 pub use transaction::{Transaction, TxFuture};

@@ -25,5 +25,5 @@ pub use config::ServerConfig;
 pub use error::{AppError, ErrorCode, FieldError, current_request_id};
 pub use routes::{router, router_with};
 pub use serve::{serve, serve_router, serve_with};
-pub use state::AppState;
+pub use state::{AppState, CACHE_PREFIX, CACHE_REDIS, EXTERNAL_API, PRIMARY_DATABASE};
 pub use tls::{TlsError, tls_config};

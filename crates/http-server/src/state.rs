@@ -5,14 +5,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sluice_api_client::ApiClient;
 use sluice_db::{Cache, Database};
+use sluice_io::{IoError, IoManager, IoSettings};
 use sluice_metrics::Registry;
 use sluice_metrics::prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
 
-/// The server's dependencies. Nothing below the binary reads the
-/// environment: the binary builds this and hands it over. Clones share it.
+/// The name of the database the routes use.
+pub const PRIMARY_DATABASE: &str = "primary";
+/// The name of the Redis connection the routes cache in (optional).
+pub const CACHE_REDIS: &str = "redis";
+/// The name of the upstream `/external-data` proxies (optional).
+pub const EXTERNAL_API: &str = "external";
+/// The prefix of every key the server caches.
+pub const CACHE_PREFIX: &str = "sluice:";
+
+/// The server's dependencies: an [`IoManager`] plus the server's own
+/// settings. Nothing below the binary reads the environment: the binary
+/// builds this and hands it over. Clones share it.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub(crate) inner: Arc<Inner>,
@@ -21,12 +32,12 @@ pub struct AppState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: ServerConfig,
+    /// Every named connection: reported in `/io-metrics`, closed on exit.
+    pub(crate) io: IoManager,
+    /// The routes' own handles, looked up once by name.
     pub(crate) db: Database,
     pub(crate) cache: Option<Cache>,
     pub(crate) api: Option<ApiClient>,
-    /// Further named upstreams (`API_<NAME>_*`), reported in `/io-metrics`.
-    pub(crate) other_apis: Vec<ApiClient>,
-    pub(crate) registry: Registry,
     pub(crate) prometheus: Option<PrometheusHandle>,
     pub(crate) concurrency: Arc<Semaphore>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
@@ -39,8 +50,9 @@ impl AppState {
         Self::build(config, db, None, None, Registry::global().clone(), None)
     }
 
-    /// State with every optional part. `registry` is where the layers below
-    /// record (for `/io-metrics`); `prometheus` renders `/metrics`.
+    /// State with every optional part, each built by the caller. `registry`
+    /// is where the layers below record (for `/io-metrics`); `prometheus`
+    /// renders `/metrics`.
     pub fn build(
         config: ServerConfig,
         db: Database,
@@ -49,17 +61,54 @@ impl AppState {
         registry: Registry,
         prometheus: Option<PrometheusHandle>,
     ) -> Self {
+        let io = IoManager::with_registry(IoSettings::default(), registry);
+        // A fresh manager holds no names yet: these cannot collide.
+        let _ = io.add_database(db.clone());
+        if let Some(cache) = &cache {
+            let _ = io.add_redis(cache.store().clone());
+        }
+        if let Some(api) = &api {
+            let _ = io.add_api(api.clone());
+        }
+        Self::assemble(config, io, db, cache, api, prometheus)
+    }
+
+    /// State over an [`IoManager`]: the routes use its database named
+    /// [`PRIMARY_DATABASE`] (required), its Redis named [`CACHE_REDIS`]
+    /// as their cache and its upstream named [`EXTERNAL_API`] (both
+    /// optional); `/io-metrics` reports every connection it holds.
+    pub fn with_io(
+        config: ServerConfig,
+        io: IoManager,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Result<Self, IoError> {
+        let db = io.db(PRIMARY_DATABASE)?;
+        let cache = io
+            .redis(CACHE_REDIS)
+            .ok()
+            .map(|kv| Cache::over(kv, CACHE_PREFIX));
+        let api = io.api(EXTERNAL_API).ok();
+        Ok(Self::assemble(config, io, db, cache, api, prometheus))
+    }
+
+    fn assemble(
+        config: ServerConfig,
+        io: IoManager,
+        db: Database,
+        cache: Option<Cache>,
+        api: Option<ApiClient>,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Self {
         let concurrency = Arc::new(Semaphore::new(
             config.max_concurrency.clamp(1, Semaphore::MAX_PERMITS),
         ));
         Self {
             inner: Arc::new(Inner {
                 config,
+                io,
                 db,
                 cache,
                 api,
-                other_apis: Vec::new(),
-                registry,
                 prometheus,
                 concurrency,
                 draining: AtomicBool::new(false),
@@ -67,23 +116,9 @@ impl AppState {
         }
     }
 
-    /// Adds further named upstreams, reported in `/io-metrics` beside the
-    /// `external` one (no route proxies them).
-    pub fn with_other_upstreams(self, others: Vec<ApiClient>) -> Self {
-        let inner = &self.inner;
-        Self {
-            inner: Arc::new(Inner {
-                config: inner.config.clone(),
-                db: inner.db.clone(),
-                cache: inner.cache.clone(),
-                api: inner.api.clone(),
-                other_apis: others,
-                registry: inner.registry.clone(),
-                prometheus: inner.prometheus.clone(),
-                concurrency: inner.concurrency.clone(),
-                draining: AtomicBool::new(inner.draining.load(Ordering::Relaxed)),
-            }),
-        }
+    /// The I/O manager holding every connection.
+    pub fn io(&self) -> &IoManager {
+        &self.inner.io
     }
 
     /// Marks the server as draining: `/readyz` answers 503 from now on.
@@ -107,19 +142,10 @@ impl AppState {
         &self.inner.db
     }
 
-    /// Closes every pool once the server has stopped serving, in this
-    /// order: the upstream clients (each waits for its requests in
-    /// flight), then the Redis clients, then the database last (it waits
-    /// for borrowed connections, so work that is still finishing keeps
-    /// its system of record). Idempotent.
+    /// Closes every pool once the server has stopped serving (see
+    /// [`IoManager::close_all`]: upstreams, then Redis, then databases,
+    /// each after its borrowed connections come back). Idempotent.
     pub async fn close_all(&self) {
-        let inner = &self.inner;
-        for api in inner.api.iter().chain(&inner.other_apis) {
-            api.close().await;
-        }
-        if let Some(cache) = &inner.cache {
-            cache.pool().close().await;
-        }
-        inner.db.close().await;
+        self.inner.io.close_all().await;
     }
 }

@@ -71,6 +71,11 @@ pub struct TlsConfig {
     pub mode: TlsMode,
     /// A PEM file of CA certificates to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate chain, for servers that authenticate
+    /// clients by certificate; needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 /// How a Redis deployment is laid out.
@@ -121,10 +126,27 @@ pub struct ConnectionConfig {
     pub password: Option<Secret<String>>,
     /// TLS settings. Default: off.
     pub tls: TlsConfig,
-    /// Most connections in the pool. Default 10.
+    /// Connections of the pool proper. Default 10. With `max_overflow`
+    /// 0 (the default) this is the most connections open at once.
     pub pool_size: u32,
+    /// Further SQL connections opened when all `pool_size` are busy, and
+    /// closed again after `idle_timeout` without use (the design's
+    /// `max_overflow`). Default 0. The pool then keeps `pool_size`
+    /// connections warm: once opened, those are not closed for idleness.
+    pub max_overflow: u32,
     /// Connections kept open when idle, opened at start. Default 1.
     pub min_idle: u32,
+    /// A SQL connection idle for this long is closed (unless it is one of
+    /// `min_idle`, or of `pool_size` when `max_overflow` is set). Default
+    /// 10 min.
+    pub idle_timeout: Duration,
+    /// A SQL connection older than this is closed and replaced. Default
+    /// 30 min.
+    pub max_lifetime: Duration,
+    /// Each SQL connection's lifetime is shortened by a random fraction up
+    /// to this, fixed when it opens, so that connections opened together
+    /// do not all expire together. Default 0.1; 0 turns it off.
+    pub lifetime_jitter: f64,
     /// Time allowed to open one connection. Default 2 s. For PostgreSQL it
     /// also bounds the outage probe: a server that accepts TCP but never
     /// answers is found down after about this long (plus 100 ms), and
@@ -161,7 +183,11 @@ impl ConnectionConfig {
             password: None,
             tls: TlsConfig::default(),
             pool_size: 10,
+            max_overflow: 0,
             min_idle: 1,
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+            lifetime_jitter: 0.1,
             connect_timeout: Duration::from_secs(2),
             acquire_timeout: Duration::from_secs(5),
             command_timeout: match kind {
@@ -204,6 +230,24 @@ impl ConnectionConfig {
         }
         if self.connect_timeout.is_zero() || self.acquire_timeout.is_zero() {
             return Err(Error::config("timeout", "must be greater than zero"));
+        }
+        if self.idle_timeout.is_zero() || self.max_lifetime.is_zero() {
+            return Err(Error::config("idle_timeout", "must be greater than zero"));
+        }
+        if !(0.0..=1.0).contains(&self.lifetime_jitter) {
+            return Err(Error::config(
+                "lifetime_jitter",
+                "must be a fraction from 0 to 1",
+            ));
+        }
+        if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
+            return Err(Error::config(
+                "tls",
+                "a client certificate needs its key, and a key its certificate",
+            ));
+        }
+        if self.pool_size.checked_add(self.max_overflow).is_none() {
+            return Err(Error::config("max_overflow", "too large"));
         }
         if self.retry_delay.is_zero() {
             return Err(Error::config("retry_delay", "must be greater than zero"));

@@ -13,7 +13,6 @@
 //! lends, measures and closes connections.
 
 mod config;
-mod env;
 mod error;
 mod http;
 mod outage;
@@ -24,7 +23,6 @@ mod sql;
 mod stats;
 
 pub use config::{ConnectionConfig, Kind, RedisTopology, TlsConfig, TlsMode, kind_of_url};
-pub use env::{boolean, seconds};
 pub use error::{ConnectError, Error, Result, redis_class, sqlx_class};
 pub use http::{HttpPool, HttpPoolConfig, HttpSlot, SendError};
 pub use redis::RedisPool;

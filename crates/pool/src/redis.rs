@@ -204,27 +204,46 @@ fn fred_config(config: &ConnectionConfig) -> Result<Config> {
 }
 
 fn tls_connector(config: &ConnectionConfig) -> Result<TlsConnector> {
-    let Some(ca_file) = &config.tls.ca_file else {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if config.tls.ca_file.is_none() && config.tls.client_cert.is_none() {
         return TlsConnector::default_rustls()
             .map_err(|e| Error::config("ssl", e.details().to_owned()));
-    };
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file)
-        .map_err(|_| Error::config("ssl_ca", "cannot read the CA file"))?;
-    for cert in certs {
-        let cert = cert.map_err(|_| Error::config("ssl_ca", "not a PEM certificate file"))?;
-        roots
-            .add(cert)
-            .map_err(|_| Error::config("ssl_ca", "invalid CA certificate"))?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.tls.ca_file {
+        Some(ca_file) => {
+            let certs = CertificateDer::pem_file_iter(ca_file)
+                .map_err(|_| Error::config("ssl_ca", "cannot read the CA file"))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|_| Error::config("ssl_ca", "not a PEM certificate file"))?;
+                roots
+                    .add(cert)
+                    .map_err(|_| Error::config("ssl_ca", "invalid CA certificate"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|_| Error::config("ssl", "no TLS protocol version available"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let tls = match (&config.tls.client_cert, &config.tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|_| Error::config("ssl_cert", "cannot read the client certificate"))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| Error::config("ssl_cert", "not a PEM certificate file"))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|_| Error::config("ssl_key", "cannot read a PEM private key"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|_| Error::config("ssl_key", "the key does not match the certificate"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     Ok(TlsConnector::from(tls))
 }

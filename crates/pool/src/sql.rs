@@ -84,7 +84,7 @@ impl SqlPool {
         let driver = match config.kind {
             Kind::Postgres => {
                 let options = postgres_options(config)?;
-                let pool_options = pool_options::<Postgres>(config, &metrics);
+                let pool_options = pool_options::<Postgres>(config, &metrics, true);
                 let pool = policy
                     .run(|_| {
                         let (pool_options, options) = (pool_options.clone(), options.clone());
@@ -105,13 +105,10 @@ impl SqlPool {
             }
             Kind::Sqlite => {
                 let (options, in_memory) = sqlite_options(config)?;
-                let mut pool_options = pool_options::<Sqlite>(config, &metrics);
+                let mut pool_options = pool_options::<Sqlite>(config, &metrics, !in_memory);
                 if in_memory {
                     // The database lives as long as one connection does.
-                    pool_options = pool_options
-                        .min_connections(config.min_idle.max(1))
-                        .idle_timeout(None)
-                        .max_lifetime(None);
+                    pool_options = pool_options.min_connections(config.min_idle.max(1));
                 }
                 let pool = policy
                     .run(|_| {
@@ -149,7 +146,7 @@ impl SqlPool {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 driver,
-                max: config.pool_size,
+                max: config.pool_size.saturating_add(config.max_overflow),
                 pgbouncer: config.pgbouncer,
                 acquire_timeout: config.acquire_timeout,
                 waiting: AtomicU32::new(0),
@@ -274,6 +271,11 @@ impl SqlPool {
         }
     }
 
+    /// Most connections open at once: `pool_size + max_overflow`.
+    pub fn max_connections(&self) -> u32 {
+        self.inner.max
+    }
+
     /// Current sizes; also published as gauges.
     pub fn stats(&self) -> PoolStats {
         let (size, idle) = match &self.inner.driver {
@@ -374,30 +376,77 @@ fn connect_error(
 /// its query with a transient error, as one breaking mid-query would.
 pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
 
+/// `recycle`: whether connections expire (an in-memory SQLite database
+/// lives only as long as its connections, so they must not).
 fn pool_options<DB: sqlx::Database>(
     config: &ConnectionConfig,
     metrics: &PoolMetrics,
+    recycle: bool,
 ) -> PoolOptions<DB> {
     let connected = metrics.clone();
+    let (lifetime, jitter) = (config.max_lifetime, config.lifetime_jitter);
+    // With overflow, the pool proper stays warm and only overflow
+    // connections close for idleness.
+    let min = if config.max_overflow > 0 {
+        config.pool_size.max(config.min_idle)
+    } else {
+        config.min_idle
+    };
     PoolOptions::<DB>::new()
-        .max_connections(config.pool_size)
-        .min_connections(config.min_idle)
+        .max_connections(config.pool_size.saturating_add(config.max_overflow))
+        .min_connections(min)
         .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
+        .before_acquire(move |conn, meta| {
             Box::pin(async move {
+                if recycle && meta.age >= jittered_lifetime(lifetime, jitter, meta.age) {
+                    // Closed and replaced by sqlx, one at a time as each
+                    // reaches its own lifetime.
+                    return Ok(false);
+                }
                 if meta.idle_for >= VALIDATE_AFTER_IDLE {
                     sqlx::Connection::ping(conn).await?;
                 }
                 Ok(true)
             })
         })
-        .idle_timeout(Some(Duration::from_secs(600)))
-        .max_lifetime(Some(Duration::from_secs(1800)))
+        .idle_timeout(recycle.then_some(config.idle_timeout))
+        // The upper bound, for connections that sit idle; a connection
+        // in use is replaced at its jittered lifetime (`before_acquire`).
+        .max_lifetime(recycle.then_some(lifetime))
         .after_connect(move |_conn, _meta| {
             connected.connected(true);
             Box::pin(async { Ok(()) })
         })
+}
+
+/// The lifetime of the connection that is `age` old now: `lifetime`
+/// shortened by up to `jitter` of it, by a fraction drawn from the
+/// connection's opening time, taken to 100 µs. That time reads the same
+/// at every check (the clock is read microseconds after sqlx measured the
+/// age), so each connection keeps its lifetime, and connections that
+/// finish opening 100 µs apart get different ones. A rare check that
+/// lands on a quantum's edge draws again, still within the bounds.
+pub(crate) fn jittered_lifetime(lifetime: Duration, jitter: f64, age: Duration) -> Duration {
+    if jitter <= 0.0 {
+        return lifetime;
+    }
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    // The opening time in 100 µs quanta from the first check, either way.
+    let quanta = |d: Duration| (d.as_micros() / 100) as u64;
+    let opened = match Instant::now().checked_sub(age) {
+        Some(t) if t >= epoch => quanta(t - epoch),
+        Some(t) => !quanta(epoch - t),
+        None => 0,
+    };
+    // SplitMix64 of the opening quantum: uniform in [0, 1).
+    let mut x = opened.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    let fraction = (x >> 11) as f64 / (1u64 << 53) as f64;
+    lifetime.mul_f64(1.0 - jitter.min(1.0) * fraction)
 }
 
 fn postgres_options(config: &ConnectionConfig) -> Result<PgConnectOptions> {
@@ -432,6 +481,9 @@ fn postgres_options(config: &ConnectionConfig) -> Result<PgConnectOptions> {
     }
     if let Some(ca) = &config.tls.ca_file {
         options = options.ssl_root_cert(ca);
+    }
+    if let (Some(cert), Some(key)) = (&config.tls.client_cert, &config.tls.client_key) {
+        options = options.ssl_client_cert(cert).ssl_client_key(key);
     }
     if let Some(timeout) = config.command_timeout {
         options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
@@ -479,4 +531,37 @@ fn sqlite_options(config: &ConnectionConfig) -> Result<(SqliteConnectOptions, bo
             .synchronous(SqliteSynchronous::Normal)
     };
     Ok((options, in_memory))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_spreads_lifetimes_within_its_fraction() {
+        let lifetime = Duration::from_secs(100);
+        let mut lifetimes: Vec<Duration> = (0..1000u64)
+            .map(|ms| jittered_lifetime(lifetime, 0.2, Duration::from_millis(ms * 7 + 3)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
+        assert!(
+            lifetimes
+                .iter()
+                .all(|l| *l <= lifetime && *l >= lifetime.mul_f64(0.8))
+        );
+        lifetimes.sort();
+        // Spread over most of the allowed range, not bunched.
+        let spread = lifetimes[999] - lifetimes[0];
+        assert!(spread > Duration::from_secs(18), "{spread:?}");
+        let median = lifetimes[500];
+        assert!(
+            median > Duration::from_secs(88) && median < Duration::from_secs(92),
+            "{median:?}"
+        );
+        assert_eq!(
+            jittered_lifetime(lifetime, 0.0, Duration::from_secs(5)),
+            lifetime
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad configuration value (sysexits' EX_USAGE).
@@ -26,7 +26,7 @@ enum LogFormat {
 /// I/O metrics. Runs on an embedded SQLite file unless PostgreSQL is
 /// configured.
 #[derive(Debug, Parser)]
-#[command(version, after_help = env::VARIABLES)]
+#[command(version)]
 struct Flags {
     /// Listen address; overrides SLUICE_BIND.
     #[arg(long)]
@@ -93,7 +93,12 @@ fn default_max_connections() -> usize {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let flags = Flags::parse();
+    // `--help` lists every variable, rendered from the configuration tables.
+    let matches = Flags::command().after_help(env::help()).get_matches();
+    let flags = match Flags::from_arg_matches(&matches) {
+        Ok(flags) => flags,
+        Err(e) => e.exit(),
+    };
     init_logging(flags.log_format);
     // One process-wide rustls provider (ring), before anything builds TLS.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,15 +1,11 @@
-//! Opening what the settings describe: database (migrated), cache, upstream.
+//! Opening what the settings describe: the I/O manager (every database,
+//! Redis and upstream), the primary database migrated.
 
-use std::sync::Arc;
-
-use anyhow::{Context, Result};
-use sluice_api_client::ApiClient;
-use sluice_db::{Cache, Database};
-use sluice_http_server::AppState;
+use anyhow::Result;
+use sluice_http_server::{AppState, PRIMARY_DATABASE};
+use sluice_io::{IoError, IoManager};
 use sluice_metrics::Registry;
 use sluice_metrics::prometheus::PrometheusHandle;
-use sluice_pool::RedisPool;
-use tokio::sync::Semaphore;
 
 use crate::env::Settings;
 
@@ -20,55 +16,23 @@ pub(crate) async fn state(
     settings: &Settings,
     prometheus: Option<PrometheusHandle>,
 ) -> Result<AppState> {
-    let registry = Registry::global().clone();
-    let db = Database::open(&settings.database)
+    let io = IoManager::open_with_registry(&settings.io, Registry::global().clone())
         .await
-        .with_context(|| format!("{}: cannot open the database", settings.database_variable))?;
-    db.migrate().await.context("running database migrations")?;
-    let cache = match &settings.redis {
-        Some(config) => {
-            let pool = RedisPool::open(config)
-                .await
-                .with_context(|| format!("{}: cannot open Redis", settings.redis_variable))?;
-            Some(Cache::new(pool, "sluice:"))
-        }
-        None => None,
-    };
-    let api = match &settings.upstream {
-        Some(config) => {
-            // The upstream's deadline ends before the request's, so a slow
-            // upstream is answered 504 rather than cut off by the server.
-            let mut config = config.clone();
-            config.deadline = config
-                .deadline
-                .min(settings.server.request_timeout.mul_f64(0.9));
-            config.timeout = config.timeout.min(config.deadline);
-            let limiter = Arc::new(Semaphore::new(settings.max_in_flight));
-            let client = ApiClient::with_limiter(config, limiter, &registry)
-                .context("API_EXTERNAL_BASE_URL: cannot configure the upstream")?;
-            Some(client)
-        }
-        None => None,
-    };
-    let limiter = Arc::new(Semaphore::new(settings.max_in_flight));
-    let mut others = Vec::new();
-    for config in &settings.other_upstreams {
-        let client = ApiClient::with_limiter(config.clone(), limiter.clone(), &registry)
-            .with_context(|| {
-                format!(
-                    "API_{}_BASE_URL: cannot configure the upstream",
-                    config.name.to_ascii_uppercase()
-                )
-            })?;
-        others.push(client);
+        .map_err(|e| match e {
+            IoError::Open { name, source } => {
+                let (variable, what) = settings.variable_of(&name);
+                anyhow::Error::new(source).context(format!("{variable}: cannot open {what}"))
+            }
+            other => anyhow::Error::new(other).context("cannot configure the I/O manager"),
+        })?;
+    let migrated = async {
+        io.db(PRIMARY_DATABASE)?.migrate().await?;
+        Ok::<_, anyhow::Error>(())
     }
-    let state = AppState::build(
-        settings.server.clone(),
-        db,
-        cache,
-        api,
-        registry,
-        prometheus,
-    );
-    Ok(state.with_other_upstreams(others))
+    .await;
+    if let Err(e) = migrated {
+        io.close_all().await;
+        return Err(e.context("running database migrations"));
+    }
+    Ok(AppState::with_io(settings.server.clone(), io, prometheus)?)
 }
