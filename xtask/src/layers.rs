@@ -40,12 +40,41 @@ pub(crate) fn run() -> Result<()> {
     }
     let metadata: Value = serde_json::from_slice(&out.stdout).context("cargo metadata output")?;
     let violations = check(&metadata)?;
-    if violations.is_empty() {
-        eprintln!("layers: every dependency points down");
-        Ok(())
-    } else {
-        bail!("layering violated:\n  {}", violations.join("\n  "))
+    if !violations.is_empty() {
+        bail!("layering violated:\n  {}", violations.join("\n  "));
     }
+    eprintln!("layers: every dependency points down");
+    only_what_they_use()
+}
+
+/// A crate compiles only the backends it uses: `sluice-api-client` pulls
+/// in neither sqlx nor fred (sluice-pool's backends are features).
+fn only_what_they_use() -> Result<()> {
+    for (package, banned) in [
+        ("sluice-api-client", &["sqlx", "fred"][..]),
+        ("sluice-retry", &["sqlx", "fred", "hyper"][..]),
+    ] {
+        let out = crate::cargo()
+            .args(["tree", "-p", package, "-e", "normal", "--prefix", "none"])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!("cargo tree -p {package} failed");
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        for crate_name in banned {
+            if tree
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(*crate_name))
+            {
+                bail!(
+                    "{package} depends on {crate_name}: enable only the sluice-pool features it uses"
+                );
+            }
+        }
+    }
+    eprintln!("layers: sluice-api-client builds without sqlx and fred");
+    Ok(())
 }
 
 /// Every offending edge, as `from (layer a) -> to (layer b): why`.

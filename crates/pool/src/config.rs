@@ -265,6 +265,7 @@ impl ConnectionConfig {
             // What the driver itself refuses (`sslmode=bogus`, a bad port
             // parameter…) is a configuration error too, found before any
             // connect. Its message could quote the URL: not passed on.
+            #[cfg(feature = "sql")]
             if self.kind == Kind::Postgres
                 && <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url.expose())
                     .is_err()
@@ -280,6 +281,7 @@ impl ConnectionConfig {
 
     /// The policy for opening the pool: `retry_attempts` tries, backoff
     /// from `retry_delay`, each try bounded by `connect_timeout`.
+    #[cfg(any(feature = "sql", feature = "redis"))]
     pub(crate) fn connect_policy(&self) -> Result<sluice_retry::Policy> {
         sluice_retry::Policy::builder()
             .attempts(self.retry_attempts)

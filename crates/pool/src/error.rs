@@ -46,6 +46,7 @@ pub enum Error {
         retry_after: Duration,
     },
     /// Getting a connection failed (connection refused, reset, TLS…).
+    #[cfg(feature = "sql")]
     #[error("{name}: cannot get a connection")]
     Acquire {
         /// The connection's configured name.
@@ -75,6 +76,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    #[cfg_attr(not(any(feature = "sql", feature = "redis")), allow(dead_code))]
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config {
             field: field.into(),
@@ -89,9 +91,18 @@ impl Error {
             Error::Connect { .. }
                 | Error::Timeout { .. }
                 | Error::Unavailable { .. }
-                | Error::Acquire { .. }
                 | Error::Ping { .. }
-        )
+        ) || self.is_acquire()
+    }
+
+    #[cfg(feature = "sql")]
+    fn is_acquire(&self) -> bool {
+        matches!(self, Error::Acquire { .. })
+    }
+
+    #[cfg(not(feature = "sql"))]
+    fn is_acquire(&self) -> bool {
+        false
     }
 }
 
@@ -100,6 +111,7 @@ impl Classify for Error {
         match self {
             Error::Config { .. } | Error::Closed { .. } => Class::Permanent,
             Error::Connect { source, .. } => source.class(),
+            #[cfg(feature = "sql")]
             Error::Acquire { source, .. } => sqlx_class(source),
             Error::Timeout { .. } | Error::Unavailable { .. } | Error::Ping { .. } => {
                 Class::Transient
@@ -120,9 +132,11 @@ impl Classify for Error {
 #[non_exhaustive]
 pub enum ConnectError {
     /// From sqlx (PostgreSQL, SQLite).
+    #[cfg(feature = "sql")]
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
     /// From fred (Redis).
+    #[cfg(feature = "redis")]
     #[error(transparent)]
     Redis(#[from] fred::error::Error),
     /// The attempt took longer than the connect timeout.
@@ -133,13 +147,16 @@ pub enum ConnectError {
 impl Classify for ConnectError {
     fn class(&self) -> Class {
         match self {
+            #[cfg(feature = "sql")]
             ConnectError::Sql(e) => sqlx_class(e),
+            #[cfg(feature = "redis")]
             ConnectError::Redis(e) => redis_class(e),
             ConnectError::Timeout(_) => Class::Transient,
         }
     }
 }
 
+#[cfg(feature = "sql")]
 /// Whether a retry may help with a sqlx error: I/O and pool timeouts are
 /// transient, database errors go by SQLSTATE (serialization failures and
 /// "the database is starting up" are transient; bad passwords are not).
@@ -156,6 +173,7 @@ pub fn sqlx_class(error: &sqlx::Error) -> Class {
     }
 }
 
+#[cfg(feature = "redis")]
 /// Whether a retry may help with a fred error.
 pub fn redis_class(error: &fred::error::Error) -> Class {
     use fred::error::ErrorKind;

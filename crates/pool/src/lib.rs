@@ -14,19 +14,32 @@
 
 mod config;
 mod error;
+#[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "sql")]
 mod outage;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(all(feature = "sql", feature = "redis", feature = "http"))]
 mod registry;
 mod secret;
+#[cfg(feature = "sql")]
 mod sql;
 mod stats;
 
 pub use config::{ConnectionConfig, Kind, RedisTopology, TlsConfig, TlsMode, kind_of_url};
-pub use error::{ConnectError, Error, Result, redis_class, sqlx_class};
+#[cfg(feature = "redis")]
+pub use error::redis_class;
+#[cfg(feature = "sql")]
+pub use error::sqlx_class;
+pub use error::{ConnectError, Error, Result};
+#[cfg(feature = "http")]
 pub use http::{HttpPool, HttpPoolConfig, HttpSlot, SendError};
+#[cfg(feature = "redis")]
 pub use redis::RedisPool;
+#[cfg(all(feature = "sql", feature = "redis", feature = "http"))]
 pub use registry::{AnyPool, Pools};
 pub use secret::{Secret, redact_url};
+#[cfg(feature = "sql")]
 pub use sql::{SqlConnection, SqlPool, VALIDATE_AFTER_IDLE};
 pub use stats::PoolStats;

@@ -21,8 +21,10 @@ pub struct PoolStats {
 
 /// Counts one waiting caller in a pool's `waiting` figure for as long as
 /// it lives: also when the wait is cancelled (the caller gone).
+#[cfg_attr(not(any(feature = "sql", feature = "http")), allow(dead_code))]
 pub(crate) struct Waiting<'a>(&'a AtomicU32);
 
+#[cfg_attr(not(any(feature = "sql", feature = "http")), allow(dead_code))]
 impl<'a> Waiting<'a> {
     pub(crate) fn new(count: &'a AtomicU32) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
