@@ -1,5 +1,6 @@
 //! Throw-away certificates for TLS tests, made with the `openssl` command:
-//! a CA and a server certificate for `localhost` / `127.0.0.1` signed by it.
+//! a CA, a server certificate for `localhost` / `127.0.0.1` and a client
+//! certificate for the user `postgres`, both signed by it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,11 @@ pub struct Certs {
     pub cert: PathBuf,
     /// The server's private key (PEM, unencrypted).
     pub key: PathBuf,
+    /// A client certificate (PEM) whose common name is `postgres` (the
+    /// user of a provisioned PostgreSQL), for mutual TLS.
+    pub client_cert: PathBuf,
+    /// The client certificate's private key (PEM, unencrypted).
+    pub client_key: PathBuf,
 }
 
 /// Makes a CA valid for one day and a server certificate signed by it, in
@@ -24,6 +30,11 @@ pub fn throwaway(dir: &Path) -> Result<Certs, String> {
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .map_err(|e| format!("leaf.cnf: {e}"))?;
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .map_err(|e| format!("client.cnf: {e}"))?;
     let ec = [
         "-newkey",
         "ec",
@@ -31,7 +42,7 @@ pub fn throwaway(dir: &Path) -> Result<Certs, String> {
         "ec_paramgen_curve:P-256",
         "-nodes",
     ];
-    let steps: [Vec<&str>; 3] = [
+    let steps: [Vec<&str>; 5] = [
         [
             &["req", "-x509"][..],
             &ec,
@@ -77,6 +88,36 @@ pub fn throwaway(dir: &Path) -> Result<Certs, String> {
             "-out",
             "cert.pem",
         ],
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=postgres",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "client.cnf",
+            "-out",
+            "client.pem",
+        ],
     ];
     for args in steps {
         let made = Command::new("openssl")
@@ -95,5 +136,7 @@ pub fn throwaway(dir: &Path) -> Result<Certs, String> {
         ca: dir.join("ca.pem"),
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
     })
 }

@@ -357,6 +357,35 @@ impl TempPostgres {
         self.restart()
     }
 
+    /// Requires a client certificate signed by `ca` on TCP connections
+    /// (`hostssl … cert`; plain TCP is rejected), with TLS on as
+    /// [`enable_tls`](Self::enable_tls) sets it, and restarts the server.
+    pub fn require_client_certs(
+        &mut self,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<(), ProvisionError> {
+        let data = self.data_dir();
+        std::fs::copy(ca, data.join("root.crt")).map_err(|e| failed(format!("root.crt: {e}")))?;
+        if self.as_postgres_user {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("root.crt")))?;
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text =
+            std::fs::read_to_string(&conf).map_err(|e| failed(format!("postgresql.conf: {e}")))?;
+        text.push_str("\nssl_ca_file = 'root.crt'\n");
+        std::fs::write(&conf, text).map_err(|e| failed(format!("postgresql.conf: {e}")))?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 cert\nhost all all 127.0.0.1/32 reject\n",
+        )
+        .map_err(|e| failed(format!("pg_hba.conf: {e}")))?;
+        self.enable_tls(cert, key)
+    }
+
     /// The postmaster's pid and its children's (backends, checkpointer…).
     fn cluster_pids(&self) -> Result<Vec<String>, ProvisionError> {
         let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
@@ -456,27 +485,42 @@ pub struct TempRedis {
     dir: PathBuf,
     /// Certificate and key when it serves TLS only.
     tls: Option<(PathBuf, PathBuf)>,
+    /// The CA client certificates must be signed by (mutual TLS).
+    client_ca: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl TempRedis {
     /// Starts `redis-server` on a free port on 127.0.0.1.
     pub fn start() -> Result<Self, ProvisionError> {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// Starts `redis-server` serving TLS only (`rediss://`), with this
     /// certificate and key; clients need no certificate of their own.
     pub fn start_tls(cert: &Path, key: &Path) -> Result<Self, ProvisionError> {
-        Self::start_with(Some((cert.to_path_buf(), key.to_path_buf())))
+        Self::start_with(Some((cert.to_path_buf(), key.to_path_buf())), None)
     }
 
-    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Result<Self, ProvisionError> {
+    /// As [`start_tls`](Self::start_tls), and every client must present a
+    /// certificate signed by `ca` (`--tls-auth-clients yes`).
+    pub fn start_mutual_tls(cert: &Path, key: &Path, ca: &Path) -> Result<Self, ProvisionError> {
+        Self::start_with(
+            Some((cert.to_path_buf(), key.to_path_buf())),
+            Some(ca.to_path_buf()),
+        )
+    }
+
+    fn start_with(
+        tls: Option<(PathBuf, PathBuf)>,
+        client_ca: Option<PathBuf>,
+    ) -> Result<Self, ProvisionError> {
         let dir = unique_dir("sluice-redis").map_err(|e| failed(format!("temp dir: {e}")))?;
         let mut redis = Self {
             port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
             dir,
             tls,
+            client_ca,
             child: None,
         };
         redis.launch()?;
@@ -488,13 +532,21 @@ impl TempRedis {
         command.args(["--bind", "127.0.0.1"]);
         match &self.tls {
             None => command.args(["--port", &self.port.to_string()]),
-            Some((cert, key)) => command
-                .args(["--port", "0", "--tls-port", &self.port.to_string()])
-                .arg("--tls-cert-file")
-                .arg(cert)
-                .arg("--tls-key-file")
-                .arg(key)
-                .args(["--tls-auth-clients", "no"]),
+            Some((cert, key)) => {
+                command
+                    .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .args(match &self.client_ca {
+                        Some(_) => ["--tls-auth-clients", "yes"],
+                        None => ["--tls-auth-clients", "no"],
+                    })
+                    .args(self.client_ca.iter().flat_map(|ca| {
+                        [std::ffi::OsStr::new("--tls-ca-cert-file"), ca.as_os_str()]
+                    }))
+            }
         };
         let child = command
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])

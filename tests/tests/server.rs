@@ -944,7 +944,7 @@ async fn http2_cleartext_is_served_on_the_same_port() {
 
 #[tokio::test]
 async fn https_with_a_certificate_from_pem_files() {
-    let sluice_tests::certs::Certs { ca, cert, key } =
+    let sluice_tests::certs::Certs { ca, cert, key, .. } =
         sluice_tests::certs::throwaway(&services::scratch_dir("tls")).unwrap();
     let tls = sluice_http_server::tls_config(&cert, &key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
