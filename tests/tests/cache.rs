@@ -175,6 +175,21 @@ async fn a_hung_redis_is_skipped_after_three_reads_even_one_at_a_time() {
     }
     let err = cache.get::<String>("k").await.unwrap_err();
     assert!(matches!(err, CacheError::CircuitOpen), "{err:?}");
+    // Past the open interval, at one read every 200 ms: the breaker's
+    // probes run in the background, so no read waits the 250 ms command
+    // timeout to find Redis still hung.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..15 {
+        let started = Instant::now();
+        let err = cache.get::<String>("k").await.unwrap_err();
+        slowest = slowest.max(started.elapsed());
+        assert!(matches!(err, CacheError::CircuitOpen), "{err:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a read waited {slowest:?}"
+    );
     redis.thaw();
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.get::<String>("k").await.ok().flatten().as_deref() != Some("v") {

@@ -47,8 +47,8 @@ impl ErrorClass for CacheError {
 /// it costs that only until the connection's circuit breaker (shared with
 /// its [`KeyValue`] store) notices: after three failures in a row, or
 /// half of the last 2 seconds' commands (at least 10), commands fail at
-/// once with [`CacheError::CircuitOpen`]; one probe a second finds Redis
-/// again.
+/// once with [`CacheError::CircuitOpen`]; one probe a second, on a
+/// background task, finds Redis again.
 #[derive(Debug, Clone)]
 pub struct Cache {
     kv: KeyValue,
@@ -99,13 +99,25 @@ impl Cache {
 
     /// Runs `command` within the cache's timeout and the breaker. A
     /// command Redis refuses is reported as unavailable too: to the cache,
-    /// any failure means "fall back".
+    /// any failure means "fall back". When the breaker asks for a probe,
+    /// the probe (a `PING`) runs on another task and this command skips
+    /// the cache: the cache is optional, so no request waits to find out
+    /// whether Redis is back.
     async fn bounded<T>(
         &self,
         command: impl Future<Output = fred::prelude::FredResult<T>>,
     ) -> Result<T, CacheError> {
-        self.kv
-            .bounded(self.timeout, command)
+        let command = Box::pin(command);
+        let permit = self
+            .kv
+            .breaker
+            .try_acquire()
+            .map_err(|_| CacheError::CircuitOpen)?;
+        if permit.is_probe() {
+            self.kv.probe_in_background(permit, self.timeout);
+            return Err(CacheError::CircuitOpen);
+        }
+        KeyValue::judged(permit, self.timeout, command)
             .await
             .map_err(|f| match f {
                 Failure::CircuitOpen => CacheError::CircuitOpen,

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::interfaces::KeysInterface;
+use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::{Expiration, Value};
 use sluice_metrics::{ConnectionMetrics, ErrorClass, OpKind, Registry};
 use sluice_pool::{RedisPool, redis_class};
 use sluice_retry::Class;
-use sluice_retry::{BreakerConfig, CircuitBreaker, Window};
+use sluice_retry::{BreakerConfig, CircuitBreaker, Permit, Window};
 
 /// A key-value operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,14 +109,16 @@ impl Reply {
 
 /// The breaker of a Redis connection, shared by its [`KeyValue`] store
 /// and [`Cache`](crate::Cache): quick to open and probing every second,
-/// since a probe is one cheap command. Three failures in a row open it
-/// at any traffic, so a hung Redis is paid three timeouts, not one per
+/// since a probe is one cheap command (the cache probes on a background
+/// task, so no request waits for it). Three failures in a row open it at
+/// any traffic, so a hung Redis is paid three timeouts, not one per
 /// request.
 pub(crate) const BREAKER: BreakerConfig = BreakerConfig {
     window: Window::Time(Duration::from_secs(2)),
     min_calls: 10,
     failure_rate: 0.5,
     open_interval: Duration::from_secs(1),
+    max_open_interval: Duration::from_secs(1),
     half_open_probes: 1,
     slow_call: None,
     consecutive_failures: 3,
@@ -196,27 +198,51 @@ impl KeyValue {
                 .breaker
                 .try_acquire()
                 .map_err(|_| Failure::CircuitOpen)?;
-            let started = std::time::Instant::now();
-            match tokio::time::timeout(timeout, command).await {
-                Ok(Ok(value)) => {
-                    permit.success(started.elapsed());
-                    Ok(value)
-                }
-                Ok(Err(e)) if redis_class(&e) == Class::Permanent => {
-                    // Redis answered: it is up.
-                    permit.success(started.elapsed());
-                    Err(Failure::Command(e))
-                }
-                Ok(Err(e)) => {
-                    permit.failure();
-                    Err(Failure::Unavailable(Some(e)))
-                }
-                Err(_) => {
-                    permit.failure();
-                    Err(Failure::Unavailable(None))
-                }
+            Self::judged(permit, timeout, command).await
+        }
+    }
+
+    /// Runs `command` within `timeout`, reporting to the breaker through
+    /// `permit`: a command Redis refuses means Redis is up.
+    pub(crate) async fn judged<T>(
+        permit: Permit<'_>,
+        timeout: Duration,
+        command: impl Future<Output = fred::prelude::FredResult<T>>,
+    ) -> Result<T, Failure> {
+        let started = std::time::Instant::now();
+        match tokio::time::timeout(timeout, command).await {
+            Ok(Ok(value)) => {
+                permit.success(started.elapsed());
+                Ok(value)
+            }
+            Ok(Err(e)) if redis_class(&e) == Class::Permanent => {
+                permit.success(started.elapsed());
+                Err(Failure::Command(e))
+            }
+            Ok(Err(e)) => {
+                permit.failure();
+                Err(Failure::Unavailable(Some(e)))
+            }
+            Err(_) => {
+                permit.failure();
+                Err(Failure::Unavailable(None))
             }
         }
+    }
+
+    /// Probes Redis on another task (`PING` within `timeout`), reporting
+    /// to the breaker through `permit`: for callers that would rather skip
+    /// Redis than wait to find out whether it is back.
+    pub(crate) fn probe_in_background(&self, permit: Permit<'_>, timeout: Duration) {
+        let permit = permit.into_owned();
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match tokio::time::timeout(timeout, pool.client().ping::<()>(None)).await {
+                Ok(Ok(())) => permit.success(started.elapsed()),
+                _ => permit.failure(),
+            }
+        });
     }
 
     fn named(&self, failure: Failure) -> KvError {

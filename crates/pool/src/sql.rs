@@ -136,6 +136,7 @@ impl SqlPool {
             min_calls: 3,
             failure_rate: 0.5,
             open_interval: config.retry_delay,
+            max_open_interval: config.retry_delay,
             half_open_probes: 1,
             slow_call: None,
             consecutive_failures: 3,

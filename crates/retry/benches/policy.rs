@@ -49,6 +49,7 @@ fn policy(c: &mut Criterion) {
             window: Window::Count(1),
             min_calls: 1,
             open_interval: Duration::from_secs(3600),
+            max_open_interval: Duration::from_secs(3600),
             ..Default::default()
         })
         .build()

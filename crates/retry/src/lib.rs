@@ -19,7 +19,7 @@ mod error;
 mod policy;
 
 pub use backoff::{Backoff, Jitter};
-pub use breaker::{BreakerConfig, CircuitBreaker, Permit, Rejected, Window};
+pub use breaker::{BreakerConfig, CircuitBreaker, OwnedPermit, Permit, Rejected, Window};
 pub use budget::{BudgetConfig, RetryBudget};
 pub use classify::{
     Class, Classify, classify_source_chain, http_status_class, parse_retry_after, sqlstate_class,

@@ -50,6 +50,13 @@ pub struct BreakerConfig {
     pub failure_rate: f64,
     /// How long it stays open before probing. Default 5 s.
     pub open_interval: Duration,
+    /// The longest it stays open: each time the probes fail and it opens
+    /// again, it stays open twice as long as the time before, up to this;
+    /// closing resets it to `open_interval`. A dependency that stays down
+    /// is probed less and less often, so at low traffic few requests are
+    /// the probe that pays for finding it still down. Default 60 s; equal
+    /// to `open_interval`: a fixed interval.
+    pub max_open_interval: Duration,
     /// Probe calls allowed while half-open, judged by `failure_rate` (see
     /// the module docs). Default 5.
     pub half_open_probes: u32,
@@ -71,6 +78,7 @@ impl Default for BreakerConfig {
             min_calls: 50,
             failure_rate: 0.5,
             open_interval: Duration::from_secs(5),
+            max_open_interval: Duration::from_secs(60),
             half_open_probes: 5,
             slow_call: None,
             consecutive_failures: 10,
@@ -94,6 +102,11 @@ impl BreakerConfig {
         if self.open_interval.is_zero() {
             return Err(InvalidConfig::new(
                 "breaker open interval must be greater than zero",
+            ));
+        }
+        if self.max_open_interval < self.open_interval {
+            return Err(InvalidConfig::new(
+                "breaker max open interval must not be shorter than its open interval",
             ));
         }
         match self.window {
@@ -139,6 +152,8 @@ struct Inner {
     outcomes: Outcomes,
     /// Failures in a row while closed.
     streak: u32,
+    /// How long the last opening lasted (doubles on each re-opening).
+    open_for: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,6 +194,7 @@ impl CircuitBreaker {
                     state: State::Closed,
                     outcomes: Outcomes::new(config.window, Instant::now()),
                     streak: 0,
+                    open_for: config.open_interval,
                 }),
                 closed: AtomicBool::new(true),
                 config,
@@ -337,15 +353,22 @@ impl CircuitBreaker {
 
     /// Opens, `failures` of `calls` having failed (logged).
     fn open(&self, inner: &mut Inner, now: Instant, failures: u32, calls: u32) {
+        let config = &self.shared.config;
+        // Probes failed: stay open longer than last time.
+        inner.open_for = if matches!(inner.state, State::HalfOpen { .. }) {
+            (inner.open_for * 2).min(config.max_open_interval)
+        } else {
+            config.open_interval
+        };
         inner.state = State::Open {
-            until: now + self.shared.config.open_interval,
+            until: now + inner.open_for,
         };
         self.shared.closed.store(false, Ordering::Release);
         inner.outcomes.clear(now);
         inner.streak = 0;
         self.transitioned(CircuitState::Open);
         tracing::warn!(
-            open_for = ?self.shared.config.open_interval,
+            open_for = ?inner.open_for,
             failures,
             calls,
             "circuit breaker opened"
@@ -377,6 +400,24 @@ pub struct Permit<'a> {
 }
 
 impl Permit<'_> {
+    /// Whether this call is a probe of a half-open breaker: its outcome
+    /// decides whether the breaker closes.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The same permit, owning a handle to its breaker: for a call made on
+    /// another task (a probe run in the background, say).
+    pub fn into_owned(mut self) -> OwnedPermit {
+        // This one is disarmed; the owned one reports or releases.
+        self.reported = true;
+        OwnedPermit {
+            breaker: self.breaker.clone(),
+            probe: self.probe,
+            reported: false,
+        }
+    }
+
     /// The call succeeded after `elapsed` (a failure if slower than the
     /// breaker's `slow_call` threshold).
     pub fn success(self, elapsed: Duration) {
@@ -410,6 +451,48 @@ impl Permit<'_> {
 }
 
 impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.reported && self.probe {
+            self.breaker.release_probe();
+        }
+    }
+}
+
+/// A [`Permit`] that owns a handle to its breaker ([`Permit::into_owned`]).
+#[derive(Debug)]
+pub struct OwnedPermit {
+    breaker: CircuitBreaker,
+    probe: bool,
+    reported: bool,
+}
+
+impl OwnedPermit {
+    fn borrowed(&mut self) -> Permit<'_> {
+        self.reported = true;
+        Permit {
+            breaker: &self.breaker,
+            probe: self.probe,
+            reported: false,
+        }
+    }
+
+    /// Whether this call is a probe of a half-open breaker.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The call succeeded after `elapsed`.
+    pub fn success(mut self, elapsed: Duration) {
+        self.borrowed().success(elapsed);
+    }
+
+    /// The call failed in a way that reflects on the dependency's health.
+    pub fn failure(mut self) {
+        self.borrowed().failure();
+    }
+}
+
+impl Drop for OwnedPermit {
     fn drop(&mut self) {
         if !self.reported && self.probe {
             self.breaker.release_probe();

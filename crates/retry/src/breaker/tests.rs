@@ -6,6 +6,7 @@ fn breaker(window: Window, min_calls: u32, rate: f64) -> CircuitBreaker {
         min_calls,
         failure_rate: rate,
         open_interval: Duration::from_secs(5),
+        max_open_interval: Duration::from_secs(5),
         half_open_probes: 2,
         slow_call: None,
         consecutive_failures: 0,
@@ -43,6 +44,12 @@ fn invalid_configs_are_rejected() {
         },
         BreakerConfig {
             open_interval: Duration::ZERO,
+            max_open_interval: Duration::ZERO,
+            ..Default::default()
+        },
+        BreakerConfig {
+            open_interval: Duration::from_secs(10),
+            max_open_interval: Duration::from_secs(5),
             ..Default::default()
         },
         BreakerConfig {
@@ -115,6 +122,7 @@ fn five_probes() -> CircuitBreaker {
         min_calls: 1,
         failure_rate: 0.5,
         open_interval: Duration::from_secs(5),
+        max_open_interval: Duration::from_secs(5),
         half_open_probes: 5,
         slow_call: None,
         consecutive_failures: 0,
@@ -161,6 +169,7 @@ async fn probes_are_judged_by_the_failure_rate_not_by_the_first_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_for_a_full_interval() {
+    // `breaker` has a fixed interval (max = open interval).
     let b = breaker(Window::Count(10), 1, 0.5);
     call(&b, true);
     tokio::time::advance(Duration::from_secs(5)).await;
@@ -171,6 +180,62 @@ async fn a_failed_probe_reopens_for_a_full_interval() {
         b.try_acquire().unwrap_err().retry_after,
         Duration::from_secs(5)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_failed_probe_doubles_the_open_interval_up_to_its_cap_and_closing_resets_it() {
+    let b = CircuitBreaker::try_new(BreakerConfig {
+        window: Window::Count(10),
+        min_calls: 1,
+        half_open_probes: 1,
+        open_interval: Duration::from_secs(1),
+        max_open_interval: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .unwrap();
+    call(&b, true);
+    let mut expected = [2, 4, 5, 5].into_iter();
+    let mut waited = Duration::from_secs(1);
+    for _ in 0..4 {
+        tokio::time::advance(waited).await;
+        let probe = b.try_acquire().unwrap();
+        assert!(probe.is_probe());
+        probe.failure();
+        waited = Duration::from_secs(expected.next().unwrap());
+        assert_eq!(b.try_acquire().unwrap_err().retry_after, waited);
+    }
+    // A probe that succeeds closes it; the next opening is short again.
+    tokio::time::advance(waited).await;
+    b.try_acquire().unwrap().success(Duration::from_millis(1));
+    assert_eq!(b.state(), CircuitState::Closed);
+    call(&b, true);
+    assert_eq!(
+        b.try_acquire().unwrap_err().retry_after,
+        Duration::from_secs(1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_owned_probe_reports_from_another_task() {
+    let b = breaker(Window::Count(10), 1, 0.5);
+    call(&b, true);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let probe = b.try_acquire().unwrap().into_owned();
+    assert!(probe.is_probe());
+    tokio::spawn(async move { probe.success(Duration::from_millis(1)) })
+        .await
+        .unwrap();
+    // Two probes in this breaker: one more success closes it.
+    b.try_acquire().unwrap().success(Duration::from_millis(1));
+    assert_eq!(b.state(), CircuitState::Closed);
+    // An owned probe dropped without a report frees its slot.
+    call(&b, true);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let first = b.try_acquire().unwrap().into_owned();
+    let _second = b.try_acquire().unwrap();
+    assert!(b.try_acquire().is_err());
+    drop(first);
+    assert!(b.try_acquire().is_ok());
 }
 
 #[tokio::test(start_paused = true)]
