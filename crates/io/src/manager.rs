@@ -368,6 +368,7 @@ impl IoManager {
             circuit: api.circuit().as_str(),
             pool: api.pool_stats(),
             operations: Self::operations(snapshot, Backend::Http, api.name()),
+            coalesced_in_flight: api.coalesced_in_flight(),
         }
     }
 

@@ -63,6 +63,9 @@ pub struct ApiMetrics {
     pub pool: PoolStats,
     /// Figures per operation kind.
     pub operations: Operations,
+    /// Distinct calls in flight that concurrent identical GETs share (the
+    /// coalescing map's size): 0 when idle, whatever callers gave up.
+    pub coalesced_in_flight: usize,
 }
 
 /// The result of [`IoManager::health`](crate::IoManager::health).

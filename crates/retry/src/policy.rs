@@ -216,6 +216,16 @@ impl Policy {
                 delay = delay.max(asked.min(self.max_retry_after));
             }
             previous_delay = delay;
+            // An open breaker that stays open past the delay would reject
+            // the next attempt: fail now rather than after sleeping.
+            if let Some(open_for) = self
+                .breaker
+                .as_ref()
+                .and_then(|b| b.open_for_at(ended))
+                .filter(|open_for| *open_for > delay)
+            {
+                return Err(self.give_up(GiveUp::CircuitOpen, attempt, failures, Some(open_for)));
+            }
             if let Some(deadline) = deadline {
                 // The next attempt is expected to take about as long as this
                 // one did; if the delay plus that does not fit, stop now

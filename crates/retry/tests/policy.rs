@@ -279,6 +279,36 @@ async fn an_open_breaker_rejects_without_calling() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failure_that_opens_the_breaker_ends_the_call_without_sleeping() {
+    // A probe of a dependency still down: it fails, the breaker re-opens
+    // for longer than the backoff, so waiting out the delay would only
+    // meet a rejection. The call ends at once.
+    let policy = Policy::builder()
+        .no_budget()
+        .attempts(3)
+        .backoff(exact(1000))
+        .breaker(BreakerConfig {
+            window: Window::Count(10),
+            min_calls: 50,
+            consecutive_failures: 1,
+            open_interval: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let (r, starts) = scripted(&policy, vec![Err(E::Transient)], Duration::from_millis(10)).await;
+    let err = r.unwrap_err();
+    assert_eq!((err.reason(), err.attempts()), (GiveUp::CircuitOpen, 1));
+    assert_eq!(starts, vec![0]);
+    assert_eq!(started.elapsed(), Duration::from_millis(10));
+    assert!(
+        err.retry_after()
+            .is_some_and(|d| d > Duration::from_secs(4))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn permanent_errors_do_not_open_the_breaker() {
     let policy = Policy::builder()
         .no_budget()

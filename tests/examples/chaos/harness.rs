@@ -178,6 +178,20 @@ impl Server {
             .sum()
     }
 
+    /// The sum of the Prometheus samples of `name` whose labels include
+    /// every one of `labels` (`key="value"`), in any order.
+    pub(crate) async fn metric_with(&self, name: &str, labels: &[&str]) -> f64 {
+        let Some((200, body)) = load::fetch(self.addr, "/metrics").await else {
+            return f64::NAN;
+        };
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Whether the process is still the one started (it never exited).
     pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -11,15 +11,18 @@
 #![allow(missing_docs)]
 
 mod attack;
+mod cancel;
 mod drills;
 mod harness;
 mod idle;
+mod low_rate;
 mod memory;
 mod outage;
 
 use std::path::PathBuf;
 
 use harness::{Check, Harness};
+use low_rate::{DeadRedis, DeadUpstream};
 use outage::Break;
 
 const DRILLS: &[&str] = &[
@@ -34,6 +37,11 @@ const DRILLS: &[&str] = &[
     "slow-clients",
     "idle-sockets",
     "batch-memory",
+    "upstream-refused-1rps",
+    "upstream-blackholed-1rps",
+    "redis-hung-1rps",
+    "redis-killed-1rps",
+    "cancelled-requests",
 ];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -75,6 +83,15 @@ async fn main() {
             "sigterm" => drills::sigterm(&mut harness).await,
             "slow-clients" => attack::slow_clients(&mut harness).await,
             "batch-memory" => memory::batch_memory(&mut harness).await,
+            "upstream-refused-1rps" => {
+                low_rate::upstream_low_rate(&mut harness, DeadUpstream::Refused).await
+            }
+            "upstream-blackholed-1rps" => {
+                low_rate::upstream_low_rate(&mut harness, DeadUpstream::BlackHoled).await
+            }
+            "redis-hung-1rps" => low_rate::redis_low_rate(&mut harness, DeadRedis::Hung).await,
+            "redis-killed-1rps" => low_rate::redis_low_rate(&mut harness, DeadRedis::Killed).await,
+            "cancelled-requests" => cancel::cancelled_requests(&mut harness).await,
             _ => idle::idle_sockets(&mut harness).await,
         };
         match result {

@@ -54,8 +54,10 @@ pub struct BreakerConfig {
     /// again, it stays open twice as long as the time before, up to this;
     /// closing resets it to `open_interval`. A dependency that stays down
     /// is probed less and less often, so at low traffic few requests are
-    /// the probe that pays for finding it still down. Default 60 s; equal
-    /// to `open_interval`: a fixed interval.
+    /// the probe that pays for finding it still down; the price is a
+    /// recovery noticed up to this long after the dependency returns.
+    /// Default 30 s (5, 10, 20, 30, 30 s…); equal to `open_interval`: a
+    /// fixed interval.
     pub max_open_interval: Duration,
     /// Probe calls allowed while half-open, judged by `failure_rate` (see
     /// the module docs). Default 5.
@@ -78,7 +80,7 @@ impl Default for BreakerConfig {
             min_calls: 50,
             failure_rate: 0.5,
             open_interval: Duration::from_secs(5),
-            max_open_interval: Duration::from_secs(60),
+            max_open_interval: Duration::from_secs(30),
             half_open_probes: 5,
             slow_call: None,
             consecutive_failures: 10,
@@ -250,7 +252,11 @@ impl CircuitBreaker {
                 succeeded,
                 failed,
             } => {
-                if admitted < self.shared.config.half_open_probes {
+                // One probe at a time: while one is out, its result may
+                // re-open the breaker, and a request admitted beside it
+                // would pay for the dependency being down too.
+                let out = admitted.saturating_sub(succeeded + failed);
+                if out == 0 && admitted < self.shared.config.half_open_probes {
                     inner.state = State::HalfOpen {
                         admitted: admitted + 1,
                         succeeded,
@@ -264,6 +270,19 @@ impl CircuitBreaker {
                     })
                 }
             }
+        }
+    }
+
+    /// How long it stays open from `now`, if it is open: a caller about
+    /// to wait less than this before its next call knows it will be
+    /// rejected.
+    pub(crate) fn open_for_at(&self, now: Instant) -> Option<Duration> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.lock().state {
+            State::Open { until } if now < until => Some(until - now),
+            _ => None,
         }
     }
 
@@ -305,7 +324,9 @@ impl CircuitBreaker {
                 } else {
                     (succeeded + 1, probes_failed)
                 };
-                if probes_failed >= reopen_at {
+                // A probe that fails before any succeeded re-opens at once:
+                // the dependency is most likely still down.
+                if probes_failed >= reopen_at || (failed && succeeded == 0) {
                     self.open(&mut inner, now, probes_failed, probes_failed + succeeded);
                 } else if succeeded > config.half_open_probes - reopen_at {
                     inner.state = State::Closed;
