@@ -46,10 +46,10 @@ pub(crate) async fn cancelled_requests(h: &mut Harness) -> Result<Vec<Check>> {
                 if n >= REQUESTS {
                     break;
                 }
-                if n % 10_000 == 0 {
-                    if let Ok(mut v) = rss_at.lock() {
-                        v.push((n, rss_mib(pid)));
-                    }
+                if n % 10_000 == 0
+                    && let Ok(mut v) = rss_at.lock()
+                {
+                    v.push((n, rss_mib(pid)));
                 }
                 let Ok(mut stream) = TcpStream::connect(addr).await else {
                     continue;
