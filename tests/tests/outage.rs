@@ -188,3 +188,60 @@ async fn a_statement_in_flight_when_postgres_freezes_is_given_up() {
     }
     drop(pg);
 }
+
+#[tokio::test]
+async fn a_transaction_in_flight_when_postgres_freezes_is_given_up_and_leaves_nothing() {
+    let pg = postgres().await;
+    let mut config = config(&pg);
+    config.connect_timeout = Duration::from_millis(500);
+    let db = sluice_db::Database::open(&config).await.unwrap();
+    db.execute("CREATE TABLE written (id INT)", ())
+        .await
+        .unwrap();
+    let running = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.transaction(|tx| {
+                Box::pin(async move {
+                    tx.execute("INSERT INTO written VALUES (1)", ()).await?;
+                    tx.execute("SELECT pg_sleep(3)", ()).await?;
+                    tx.execute("INSERT INTO written VALUES (2)", ()).await?;
+                    Ok(())
+                })
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pg = with_pg(pg, |pg| pg.freeze().unwrap()).await;
+    // Neither the statement nor a rollback may wait on the frozen server.
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the transaction hung on a frozen server")
+        .unwrap();
+    let err = result.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let pg = with_pg(pg, |pg| pg.thaw().unwrap()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let count = loop {
+        match db
+            .query_one::<(i64,)>("SELECT count(*) FROM written", ())
+            .await
+        {
+            Ok((n,)) => break n,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "the database did not recover");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // The first insert was rolled back with the connection: nothing partial.
+    assert_eq!(count, 0);
+    drop(pg);
+}

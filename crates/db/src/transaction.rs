@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 use sluice_metrics::{ConnectionMetrics, OpKind};
-use sluice_pool::{Kind, SqlConnection};
+use sluice_pool::{Kind, SqlConnection, SqlPool};
 use sluice_retry::{Backoff, Class, Classify, Jitter, Policy};
 use sqlx::{Acquire, Connection, Postgres, Sqlite};
 
@@ -21,12 +21,36 @@ use crate::statement::{Sql, prepare};
 pub type TxFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>;
 
 /// An open transaction, lent to the closure given to
-/// [`Database::transaction`]. Every statement runs on its one connection.
+/// [`Database::transaction`]. Every statement runs on its one connection,
+/// watched by the pool's outage gate as statements outside transactions
+/// are: one still running after a second starts a probe, and if the
+/// server is found down it is abandoned with `Unavailable`, the
+/// transaction is given up without waiting for a rollback (the server
+/// rolls back when the connection goes), and the connection is discarded.
 #[derive(Debug)]
 pub struct Transaction<'c> {
     inner: Inner<'c>,
     persistent: bool,
     metrics: ConnectionMetrics,
+    pool: SqlPool,
+    /// Set when a statement was abandoned because the server is down.
+    abandoned: bool,
+}
+
+/// Runs `statement` under the pool's outage gate; a server found down
+/// marks the transaction abandoned.
+async fn watched<T>(
+    pool: &SqlPool,
+    abandoned: &mut bool,
+    statement: impl Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> Result<T> {
+    match pool.unless_down(statement).await {
+        Ok(result) => Ok(result?),
+        Err(down) => {
+            *abandoned = true;
+            Err(down.into())
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -35,14 +59,14 @@ enum Inner<'c> {
     Sqlite(sqlx::Transaction<'c, Sqlite>),
 }
 
-impl Transaction<'_> {
-    fn conn(&mut self) -> Conn<'_> {
-        match &mut self.inner {
-            Inner::Pg(tx) => Conn::Pg(tx),
-            Inner::Sqlite(tx) => Conn::Sqlite(tx),
-        }
+fn conn<'a>(inner: &'a mut Inner<'_>) -> Conn<'a> {
+    match inner {
+        Inner::Pg(tx) => Conn::Pg(tx),
+        Inner::Sqlite(tx) => Conn::Sqlite(tx),
     }
+}
 
+impl Transaction<'_> {
     fn kind(&self) -> Kind {
         match self.inner {
             Inner::Pg(_) => Kind::Postgres,
@@ -60,7 +84,14 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Query, async {
-                Ok(Box::pin(executor::fetch_all(self.conn(), prepared, persistent)).await?)
+                let Self {
+                    inner,
+                    pool,
+                    abandoned,
+                    ..
+                } = self;
+                let statement = Box::pin(executor::fetch_all(conn(inner), prepared, persistent));
+                watched(pool, abandoned, statement).await
             })
             .await
     }
@@ -86,7 +117,15 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Query, async {
-                Ok(Box::pin(executor::fetch_optional(self.conn(), prepared, persistent)).await?)
+                let Self {
+                    inner,
+                    pool,
+                    abandoned,
+                    ..
+                } = self;
+                let statement =
+                    Box::pin(executor::fetch_optional(conn(inner), prepared, persistent));
+                watched(pool, abandoned, statement).await
             })
             .await
     }
@@ -101,7 +140,14 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Query, async {
-                Ok(Box::pin(executor::fetch_json(self.conn(), prepared, persistent)).await?)
+                let Self {
+                    inner,
+                    pool,
+                    abandoned,
+                    ..
+                } = self;
+                let statement = Box::pin(executor::fetch_json(conn(inner), prepared, persistent));
+                watched(pool, abandoned, statement).await
             })
             .await
     }
@@ -112,7 +158,14 @@ impl Transaction<'_> {
         let (persistent, metrics) = (self.persistent, self.metrics.clone());
         metrics
             .timed(OpKind::Execute, async {
-                Ok(Box::pin(executor::execute(self.conn(), prepared, persistent)).await?)
+                let Self {
+                    inner,
+                    pool,
+                    abandoned,
+                    ..
+                } = self;
+                let statement = Box::pin(executor::execute(conn(inner), prepared, persistent));
+                watched(pool, abandoned, statement).await
             })
             .await
     }
@@ -227,24 +280,62 @@ impl Database {
         F: for<'t, 'c> FnMut(&'t mut Transaction<'c>) -> TxFuture<'t, T>,
     {
         let mut conn = self.pool.acquire().await?;
-        let inner = match &mut conn {
-            SqlConnection::Postgres(c) => Inner::Pg(c.begin().await?),
-            SqlConnection::Sqlite(c) => Inner::Sqlite((**c).begin_with("BEGIN IMMEDIATE").await?),
-            _ => return Err(DbError::invalid("unsupported database backend")),
+        let (outcome, server_down) = self.transaction_on(&mut conn, work).await;
+        if server_down {
+            // Its protocol state is unknown: closed, not returned; the
+            // server rolls back what it had when the connection goes.
+            conn.discard();
+        }
+        outcome
+    }
+
+    /// One transaction on `conn`; also says whether the server was found
+    /// down meanwhile (the connection must then be discarded).
+    async fn transaction_on<T, F>(
+        &self,
+        conn: &mut SqlConnection,
+        work: &mut F,
+    ) -> (Result<T>, bool)
+    where
+        F: for<'t, 'c> FnMut(&'t mut Transaction<'c>) -> TxFuture<'t, T>,
+    {
+        let begun = match conn {
+            SqlConnection::Postgres(c) => self
+                .pool
+                .unless_down(c.begin())
+                .await
+                .map(|begun| begun.map(Inner::Pg)),
+            SqlConnection::Sqlite(c) => {
+                Ok((**c).begin_with("BEGIN IMMEDIATE").await.map(Inner::Sqlite))
+            }
+            _ => {
+                return (Err(DbError::invalid("unsupported database backend")), false);
+            }
+        };
+        let inner = match begun {
+            Ok(Ok(inner)) => inner,
+            Ok(Err(e)) => return (Err(e.into()), false),
+            Err(down) => return (Err(down.into()), true),
         };
         let mut tx = Transaction {
             inner,
             persistent: !self.pool.pgbouncer(),
             metrics: self.metrics.clone(),
+            pool: self.pool.clone(),
+            abandoned: false,
         };
         match work(&mut tx).await {
-            Ok(value) => {
-                tx.commit().await?;
-                Ok(value)
-            }
+            Ok(value) => match self.pool.unless_down(Box::pin(tx.commit())).await {
+                Ok(committed) => (committed.map(|()| value), false),
+                // Whether it committed is unknown; the caller hears
+                // `Unavailable`, not success.
+                Err(down) => (Err(down.into()), true),
+            },
+            // The server is down: a rollback would wait on it too.
+            Err(error) if tx.abandoned => (Err(error), true),
             Err(error) => {
                 tx.rollback().await;
-                Err(error)
+                (Err(error), false)
             }
         }
     }
