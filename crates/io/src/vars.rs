@@ -76,29 +76,46 @@ pub struct Variable {
     pub secret: bool,
 }
 
+impl Variable {
+    /// A variable whose value may be shown.
+    pub const fn new(
+        name: &'static str,
+        ty: ValueType,
+        default: &'static str,
+        meaning: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            ty,
+            default,
+            meaning,
+            secret: false,
+        }
+    }
+
+    /// A variable whose value is a secret (it has no default).
+    pub const fn secret(name: &'static str, ty: ValueType, meaning: &'static str) -> Self {
+        Self {
+            name,
+            ty,
+            default: "",
+            meaning,
+            secret: true,
+        }
+    }
+}
+
 const fn var(
     name: &'static str,
     ty: ValueType,
     default: &'static str,
     meaning: &'static str,
 ) -> Variable {
-    Variable {
-        name,
-        ty,
-        default,
-        meaning,
-        secret: false,
-    }
+    Variable::new(name, ty, default, meaning)
 }
 
 const fn secret(name: &'static str, ty: ValueType, meaning: &'static str) -> Variable {
-    Variable {
-        name,
-        ty,
-        default: "",
-        meaning,
-        secret: true,
-    }
+    Variable::secret(name, ty, meaning)
 }
 
 const SSL_MODES: &[&str] = &["disable", "prefer", "require", "verify-full"];

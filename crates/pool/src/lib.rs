@@ -22,6 +22,8 @@ mod outage;
 mod redis;
 #[cfg(all(feature = "sql", feature = "redis", feature = "http"))]
 mod registry;
+#[cfg(any(feature = "redis", feature = "http"))]
+mod roots;
 mod secret;
 #[cfg(feature = "sql")]
 mod sql;

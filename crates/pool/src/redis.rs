@@ -210,21 +210,7 @@ fn tls_connector(config: &ConnectionConfig) -> Result<TlsConnector> {
         return TlsConnector::default_rustls()
             .map_err(|e| Error::config("ssl", e.details().to_owned()));
     }
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.tls.ca_file {
-        Some(ca_file) => {
-            let certs = CertificateDer::pem_file_iter(ca_file)
-                .map_err(|_| Error::config("ssl_ca", "cannot read the CA file"))?;
-            for cert in certs {
-                let cert =
-                    cert.map_err(|_| Error::config("ssl_ca", "not a PEM certificate file"))?;
-                roots
-                    .add(cert)
-                    .map_err(|_| Error::config("ssl_ca", "invalid CA certificate"))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = crate::roots::ca_roots(config.tls.ca_file.as_deref())?;
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

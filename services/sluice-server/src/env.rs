@@ -19,13 +19,7 @@ const fn var(
     default: &'static str,
     meaning: &'static str,
 ) -> Variable {
-    Variable {
-        name,
-        ty,
-        default,
-        meaning,
-        secret: false,
-    }
+    Variable::new(name, ty, default, meaning)
 }
 
 /// The server's own variables, beside the I/O layer's.
@@ -36,13 +30,11 @@ pub(crate) const SERVER_VARIABLES: &[Variable] = &[
         "127.0.0.1:8000",
         "listen address",
     ),
-    Variable {
-        name: "DATABASE_URL",
-        ty: ValueType::Url,
-        default: "",
-        meaning: "PostgreSQL URL of the primary database; stands for DB_POSTGRES_URL",
-        secret: true,
-    },
+    Variable::secret(
+        "DATABASE_URL",
+        ValueType::Url,
+        "PostgreSQL URL of the primary database; stands for DB_POSTGRES_URL",
+    ),
     var(
         "SLUICE_DB_SQLITE_PATH",
         ValueType::Text,
@@ -67,13 +59,11 @@ pub(crate) const SERVER_VARIABLES: &[Variable] = &[
         "from the file-descriptor limit",
         "open connections at once",
     ),
-    Variable {
-        name: "SLUICE_AUTH_TOKENS",
-        ty: ValueType::List,
-        default: "",
-        meaning: "bearer tokens; unset means no authentication",
-        secret: true,
-    },
+    Variable::secret(
+        "SLUICE_AUTH_TOKENS",
+        ValueType::List,
+        "bearer tokens; unset means no authentication",
+    ),
     var(
         "SLUICE_USER_CACHE_TTL",
         ValueType::Seconds,

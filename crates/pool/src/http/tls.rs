@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use crate::error::{Error, Result};
 
@@ -24,21 +23,7 @@ pub(crate) fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Clie
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
             .with_no_client_auth());
     }
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|_| Error::config("ssl_ca", "cannot read the CA file"))?;
-            for cert in certs {
-                let cert =
-                    cert.map_err(|_| Error::config("ssl_ca", "not a PEM certificate file"))?;
-                roots
-                    .add(cert)
-                    .map_err(|_| Error::config("ssl_ca", "invalid CA certificate"))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = crate::roots::ca_roots(ca_file)?;
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
