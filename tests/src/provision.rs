@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod pgbouncer;
+pub use pgbouncer::TempPgBouncer;
+
 /// Why a server could not be started.
 #[derive(Debug)]
 pub enum ProvisionError {

@@ -8,6 +8,8 @@ pub(crate) fn run() -> Result<()> {
     let started = std::time::Instant::now();
     require("promtool", "apt-get install -y prometheus")?;
     require("cargo-deny", "cargo install cargo-deny --locked")?;
+    // tests/tests/pgbouncer.rs runs against a real PgBouncer.
+    require("pgbouncer", "apt-get install -y pgbouncer")?;
     // The server's tests validate /openapi.json; schemathesis checks the
     // live server against it.
     require_python("openapi_spec_validator", "openapi-spec-validator")?;

@@ -5,7 +5,7 @@ use sluice_metrics::{ConnectionMetrics, OpKind, Registry};
 use sluice_pool::{ConnectionConfig, Kind, SqlConnection, SqlPool};
 
 use crate::error::{DbError, Result};
-use crate::executor::{self, Conn, Record};
+use crate::executor::{self, Conn, Persistent, Record};
 use crate::params::Params;
 use crate::statement::{Sql, prepare};
 
@@ -54,7 +54,7 @@ impl Database {
         params: impl Into<Params>,
     ) -> Result<Vec<T>> {
         let prepared = prepare(&sql.into(), params.into(), self.kind())?;
-        let persistent = !self.pool.pgbouncer();
+        let persistent = Persistent::for_pool(self.pool.pgbouncer(), false);
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
@@ -87,7 +87,7 @@ impl Database {
         params: impl Into<Params>,
     ) -> Result<Option<T>> {
         let prepared = prepare(&sql.into(), params.into(), self.kind())?;
-        let persistent = !self.pool.pgbouncer();
+        let persistent = Persistent::for_pool(self.pool.pgbouncer(), false);
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
@@ -112,7 +112,7 @@ impl Database {
         params: impl Into<Params>,
     ) -> Result<Vec<Map<String, Json>>> {
         let prepared = prepare(&sql.into(), params.into(), self.kind())?;
-        let persistent = !self.pool.pgbouncer();
+        let persistent = Persistent::for_pool(self.pool.pgbouncer(), false);
         self.metrics
             .timed(OpKind::Query, async {
                 let mut conn = self.pool.acquire().await?;
@@ -130,7 +130,7 @@ impl Database {
     /// Runs a statement; returns the number of rows it affected.
     pub async fn execute(&self, sql: impl Into<Sql>, params: impl Into<Params>) -> Result<u64> {
         let prepared = prepare(&sql.into(), params.into(), self.kind())?;
-        let persistent = !self.pool.pgbouncer();
+        let persistent = Persistent::for_pool(self.pool.pgbouncer(), false);
         self.metrics
             .timed(OpKind::Execute, async {
                 let mut conn = self.pool.acquire().await?;

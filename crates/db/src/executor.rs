@@ -45,8 +45,64 @@ macro_rules! bind_all {
     }};
 }
 
-/// Whether to prepare statements by name; off behind PgBouncer.
-pub(crate) type Persistent = bool;
+/// How a PostgreSQL statement goes to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Persistent {
+    /// Prepared by name and cached on the connection (the default).
+    Named,
+    /// The unnamed statement, inside a transaction behind PgBouncer: the
+    /// transaction keeps PgBouncer on one server connection.
+    Unnamed,
+    /// The unnamed statement in a transaction of its own, behind PgBouncer
+    /// in transaction pooling. sqlx sends Parse/Describe and Bind/Execute
+    /// with a Sync after each, and between two Syncs outside a
+    /// transaction PgBouncer may hand the next messages to another server
+    /// connection, where the unnamed statement does not exist
+    /// (`unnamed prepared statement does not exist`). `BEGIN` … `COMMIT`
+    /// around the statement pins one server connection for all of it.
+    Pinned,
+}
+
+impl Persistent {
+    /// The mode for a statement outside (`in_transaction` false) or
+    /// inside a transaction.
+    pub(crate) fn for_pool(pgbouncer: bool, in_transaction: bool) -> Self {
+        match (pgbouncer, in_transaction) {
+            (false, _) => Persistent::Named,
+            (true, true) => Persistent::Unnamed,
+            (true, false) => Persistent::Pinned,
+        }
+    }
+
+    fn named(self) -> bool {
+        self == Persistent::Named
+    }
+}
+
+/// Runs `$run` (which uses `$c`) on PostgreSQL connection `$c`, inside a
+/// transaction of its own when `$mode` is [`Persistent::Pinned`].
+macro_rules! on_pg {
+    ($c:expr, $mode:expr, $run:expr) => {{
+        let pinned = $mode == Persistent::Pinned;
+        if pinned {
+            sqlx::raw_sql("BEGIN").execute(&mut *$c).await?;
+        }
+        let result = $run;
+        if pinned {
+            match &result {
+                Ok(_) => {
+                    sqlx::raw_sql("COMMIT").execute(&mut *$c).await?;
+                }
+                Err(_) => {
+                    // The statement's error is the one to report; a failed
+                    // rollback means the connection is gone anyway.
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *$c).await;
+                }
+            }
+        }
+        result
+    }};
+}
 
 pub(crate) async fn fetch_all<T: Record>(
     conn: Conn<'_>,
@@ -54,12 +110,14 @@ pub(crate) async fn fetch_all<T: Record>(
     persistent: Persistent,
 ) -> Result<Vec<T>, sqlx::Error> {
     match conn {
-        Conn::Pg(c) => {
+        Conn::Pg(c) => on_pg!(
+            c,
+            persistent,
             bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(p.text)), p.values)
-                .persistent(persistent)
-                .fetch_all(c)
+                .persistent(persistent.named())
+                .fetch_all(&mut *c)
                 .await
-        }
+        ),
         Conn::Sqlite(c) => {
             bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(p.text)), p.values)
                 .fetch_all(c)
@@ -74,12 +132,14 @@ pub(crate) async fn fetch_optional<T: Record>(
     persistent: Persistent,
 ) -> Result<Option<T>, sqlx::Error> {
     match conn {
-        Conn::Pg(c) => {
+        Conn::Pg(c) => on_pg!(
+            c,
+            persistent,
             bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(p.text)), p.values)
-                .persistent(persistent)
-                .fetch_optional(c)
+                .persistent(persistent.named())
+                .fetch_optional(&mut *c)
                 .await
-        }
+        ),
         Conn::Sqlite(c) => {
             bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(p.text)), p.values)
                 .fetch_optional(c)
@@ -94,11 +154,15 @@ pub(crate) async fn execute(
     persistent: Persistent,
 ) -> Result<u64, sqlx::Error> {
     match conn {
-        Conn::Pg(c) => Ok(bind_all!(sqlx::query(AssertSqlSafe(p.text)), p.values)
-            .persistent(persistent)
-            .execute(c)
-            .await?
-            .rows_affected()),
+        Conn::Pg(c) => on_pg!(
+            c,
+            persistent,
+            bind_all!(sqlx::query(AssertSqlSafe(p.text)), p.values)
+                .persistent(persistent.named())
+                .execute(&mut *c)
+                .await
+                .map(|done| done.rows_affected())
+        ),
         Conn::Sqlite(c) => Ok(bind_all!(sqlx::query(AssertSqlSafe(p.text)), p.values)
             .execute(c)
             .await?
@@ -113,10 +177,14 @@ pub(crate) async fn fetch_json(
 ) -> Result<Vec<Map<String, Json>>, sqlx::Error> {
     match conn {
         Conn::Pg(c) => {
-            let rows = bind_all!(sqlx::query(AssertSqlSafe(p.text)), p.values)
-                .persistent(persistent)
-                .fetch_all(c)
-                .await?;
+            let rows = on_pg!(
+                c,
+                persistent,
+                bind_all!(sqlx::query(AssertSqlSafe(p.text)), p.values)
+                    .persistent(persistent.named())
+                    .fetch_all(&mut *c)
+                    .await
+            )?;
             rows.iter().map(pg_json).collect()
         }
         Conn::Sqlite(c) => {

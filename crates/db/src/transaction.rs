@@ -12,7 +12,7 @@ use sqlx::{Acquire, Connection, Postgres, Sqlite};
 
 use crate::database::Database;
 use crate::error::{DbError, Result};
-use crate::executor::{self, Conn, Record};
+use crate::executor::{self, Conn, Persistent, Record};
 use crate::params::Params;
 use crate::statement::{Sql, prepare};
 
@@ -30,7 +30,7 @@ pub type TxFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>;
 #[derive(Debug)]
 pub struct Transaction<'c> {
     inner: Inner<'c>,
-    persistent: bool,
+    persistent: Persistent,
     metrics: ConnectionMetrics,
     pool: SqlPool,
     /// Set when a statement was abandoned because the server is down.
@@ -168,6 +168,28 @@ impl Transaction<'_> {
                 watched(pool, abandoned, statement).await
             })
             .await
+    }
+
+    /// Runs a script of several statements, without parameters, by the
+    /// simple-query protocol (for migrations).
+    pub(crate) async fn run_script(&mut self, script: &str) -> Result<()> {
+        let script = sqlx::AssertSqlSafe(script.to_owned());
+        let Self {
+            inner,
+            pool,
+            abandoned,
+            ..
+        } = self;
+        match inner {
+            Inner::Pg(tx) => {
+                let run = Box::pin(sqlx::raw_sql(script).execute(&mut **tx));
+                watched(pool, abandoned, run).await.map(drop)
+            }
+            Inner::Sqlite(tx) => {
+                let run = Box::pin(sqlx::raw_sql(script).execute(&mut **tx));
+                watched(pool, abandoned, run).await.map(drop)
+            }
+        }
     }
 
     async fn commit(self) -> Result<()> {
@@ -319,7 +341,7 @@ impl Database {
         };
         let mut tx = Transaction {
             inner,
-            persistent: !self.pool.pgbouncer(),
+            persistent: Persistent::for_pool(self.pool.pgbouncer(), true),
             metrics: self.metrics.clone(),
             pool: self.pool.clone(),
             abandoned: false,

@@ -250,7 +250,7 @@ pub const VARIABLES: &[Variable] = &[
         "DB_<NAME>_PGBOUNCER",
         ValueType::Bool,
         "false",
-        "behind PgBouncer in transaction pooling: no named prepared statements",
+        "behind PgBouncer in transaction pooling: unnamed statements, each in a transaction of its own; migrations without sqlx's lock",
     ),
     // Redis: REDIS_* is the group named `redis`; REDIS_<NAME>_* further ones.
     secret(
