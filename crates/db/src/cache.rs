@@ -103,27 +103,33 @@ impl Cache {
     /// the probe (a `PING`) runs on another task and this command skips
     /// the cache: the cache is optional, so no request waits to find out
     /// whether Redis is back.
-    async fn bounded<T>(
-        &self,
-        command: impl Future<Output = fred::prelude::FredResult<T>>,
-    ) -> Result<T, CacheError> {
+    fn bounded<'a, T: 'a>(
+        &'a self,
+        command: impl Future<Output = fred::prelude::FredResult<T>> + 'a,
+    ) -> impl Future<Output = Result<T, CacheError>> + 'a {
+        // Boxed before anything else: fred's command futures are about
+        // 14 KB, and an `async fn` would hold the argument in its own
+        // state, and so in every caller's (the request handlers'), even
+        // when no cache is configured.
         let command = Box::pin(command);
-        let permit = self
-            .kv
-            .breaker
-            .try_acquire()
-            .map_err(|_| CacheError::CircuitOpen)?;
-        if permit.is_probe() {
-            self.kv.probe_in_background(permit, self.timeout);
-            return Err(CacheError::CircuitOpen);
+        async move {
+            let permit = self
+                .kv
+                .breaker
+                .try_acquire()
+                .map_err(|_| CacheError::CircuitOpen)?;
+            if permit.is_probe() {
+                self.kv.probe_in_background(permit, self.timeout);
+                return Err(CacheError::CircuitOpen);
+            }
+            KeyValue::judged(permit, self.timeout, command)
+                .await
+                .map_err(|f| match f {
+                    Failure::CircuitOpen => CacheError::CircuitOpen,
+                    Failure::Unavailable(e) => CacheError::Unavailable(e),
+                    Failure::Command(e) => CacheError::Unavailable(Some(e)),
+                })
         }
-        KeyValue::judged(permit, self.timeout, command)
-            .await
-            .map_err(|f| match f {
-                Failure::CircuitOpen => CacheError::CircuitOpen,
-                Failure::Unavailable(e) => CacheError::Unavailable(e),
-                Failure::Command(e) => CacheError::Unavailable(Some(e)),
-            })
     }
 
     /// The value under `key`, if present and of type `T`. A value that

@@ -254,18 +254,19 @@ impl KeyValue {
         }
     }
 
-    async fn run<T>(
-        &self,
+    /// A command within the store's timeout and breaker, timed. Not an
+    /// `async fn`: the (large) command future is boxed before it is held.
+    fn run<'a, T: 'a>(
+        &'a self,
         kind: OpKind,
-        command: impl Future<Output = fred::prelude::FredResult<T>>,
-    ) -> Result<T, KvError> {
-        self.metrics
-            .timed(kind, async {
-                self.bounded(self.timeout, command)
-                    .await
-                    .map_err(|f| self.named(f))
-            })
-            .await
+        command: impl Future<Output = fred::prelude::FredResult<T>> + 'a,
+    ) -> impl Future<Output = Result<T, KvError>> + 'a {
+        let bounded = self.bounded(self.timeout, command);
+        async move {
+            self.metrics
+                .timed(kind, async { bounded.await.map_err(|f| self.named(f)) })
+                .await
+        }
     }
 
     /// The bytes under `key`, if any.
