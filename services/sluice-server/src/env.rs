@@ -13,18 +13,9 @@ use sluice_http_server::{CACHE_REDIS, EXTERNAL_API, PRIMARY_DATABASE, ServerConf
 use sluice_io::{ConfigError, IoConfig, Reader, ValueType, Variable};
 use sluice_pool::{ConnectionConfig, Kind, Secret};
 
-const fn var(
-    name: &'static str,
-    ty: ValueType,
-    default: &'static str,
-    meaning: &'static str,
-) -> Variable {
-    Variable::new(name, ty, default, meaning)
-}
-
 /// The server's own variables, beside the I/O layer's.
 pub(crate) const SERVER_VARIABLES: &[Variable] = &[
-    var(
+    Variable::new(
         "SLUICE_BIND",
         ValueType::Address,
         "127.0.0.1:8000",
@@ -35,25 +26,25 @@ pub(crate) const SERVER_VARIABLES: &[Variable] = &[
         ValueType::Url,
         "PostgreSQL URL of the primary database; stands for DB_POSTGRES_URL",
     ),
-    var(
+    Variable::new(
         "SLUICE_DB_SQLITE_PATH",
         ValueType::Text,
         "sluice.db",
         "SQLite file of the primary database when no DB_POSTGRES_* group is set",
     ),
-    var(
+    Variable::new(
         "SLUICE_MAX_BODY_BYTES",
         ValueType::Count,
         "1048576",
         "request body limit",
     ),
-    var(
+    Variable::new(
         "SLUICE_MAX_CONCURRENCY",
         ValueType::Count,
         "1024",
         "requests handled at once before shedding load",
     ),
-    var(
+    Variable::new(
         "SLUICE_MAX_CONNECTIONS",
         ValueType::Count,
         "from the file-descriptor limit",
@@ -64,56 +55,56 @@ pub(crate) const SERVER_VARIABLES: &[Variable] = &[
         ValueType::List,
         "bearer tokens; unset means no authentication",
     ),
-    var(
+    Variable::new(
         "SLUICE_USER_CACHE_TTL",
         ValueType::Seconds,
         "60",
         "seconds users stay cached in Redis",
     ),
-    var(
+    Variable::new(
         "API_EXTERNAL_CACHE_TTL",
         ValueType::SecondsOrZero,
         "0",
         "seconds /external-data answers stay cached in Redis",
     ),
-    var(
+    Variable::new(
         "SLUICE_SHUTDOWN_GRACE",
         ValueType::Seconds,
         "30",
         "in-flight requests' time to finish on shutdown",
     ),
-    var(
+    Variable::new(
         "SLUICE_SHUTDOWN_LINGER",
         ValueType::SecondsOrZero,
         "1",
         "between readiness off and the listener closing",
     ),
-    var(
+    Variable::new(
         "SLUICE_HEADER_READ_TIMEOUT",
         ValueType::Seconds,
         "10",
         "from accept or a request's first byte to its headers",
     ),
-    var(
+    Variable::new(
         "SLUICE_IDLE_TIMEOUT",
         ValueType::Seconds,
         "60",
         "an idle keep-alive connection is kept this long",
     ),
-    var(
+    Variable::new(
         "SLUICE_BODY_READ_TIMEOUT",
         ValueType::Seconds,
         "10",
         "a request body's time to arrive; 408 after",
     ),
-    var(
+    Variable::new(
         "SLUICE_TLS_CERT",
         ValueType::Text,
         "",
         "PEM certificate chain: serve HTTPS (with SLUICE_TLS_KEY)",
     ),
-    var("SLUICE_TLS_KEY", ValueType::Text, "", "PEM private key"),
-    var("RUST_LOG", ValueType::Text, "info", "log filter"),
+    Variable::new("SLUICE_TLS_KEY", ValueType::Text, "", "PEM private key"),
+    Variable::new("RUST_LOG", ValueType::Text, "info", "log filter"),
 ];
 
 /// Every table the server reads, its own first.
