@@ -174,6 +174,49 @@ impl Cache {
             .await
     }
 
+    /// The JSON text under `key`, as stored, if present and valid JSON
+    /// (anything else counts as a miss): for a caller that embeds it
+    /// without building a tree.
+    pub async fn get_json_text(&self, key: &str) -> Result<Option<bytes::Bytes>, CacheError> {
+        let key = self.key(key);
+        let raw: Option<bytes::Bytes> = self
+            .kv
+            .metrics
+            .timed(OpKind::Read, self.bounded(self.kv.pool.client().get(key)))
+            .await?;
+        let value = raw.filter(|raw| serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok());
+        match value {
+            Some(_) => self.kv.metrics.record_hit(),
+            None => self.kv.metrics.record_miss(),
+        }
+        Ok(value)
+    }
+
+    /// Stores JSON text (already valid JSON: the caller checked it) under
+    /// `key` for `ttl` (at least one second), as it is.
+    pub async fn set_json_text(
+        &self,
+        key: &str,
+        json: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let key = self.key(key);
+        self.kv
+            .metrics
+            .timed(
+                OpKind::Write,
+                self.bounded(self.kv.pool.client().set::<(), _, _>(
+                    key,
+                    json,
+                    Some(Expiration::EX(seconds)),
+                    None,
+                    false,
+                )),
+            )
+            .await
+    }
+
     /// Removes `key`; returns whether it was there.
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let key = self.key(key);

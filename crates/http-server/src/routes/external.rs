@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use sluice_api_client::{ApiClient, ApiError, ApiPath, ApiRequest, ApiResponse};
 
-use crate::envelope::{Chunks, Data};
+use crate::envelope::Chunks;
 use crate::error::{AppError, ErrorCode, FieldError};
 use crate::extract::{self, Param};
 use crate::state::AppState;
@@ -56,9 +55,9 @@ pub(crate) async fn get(
     let ttl = state.inner.config.external_cache_ttl;
     let cache = state.inner.cache.as_ref().filter(|_| !ttl.is_zero());
     if let Some(cache) = cache
-        && let Ok(Some(data)) = cache.get::<serde_json::Value>(&cache_key(&id)).await
+        && let Ok(Some(data)) = cache.get_json_text(&cache_key(&id)).await
     {
-        return Ok(Json(Data::new(data)).into_response());
+        return Ok(data_response(data));
     }
     let response = api.request(data_request(&id)).await?;
     let data = answer(response)?;
@@ -66,18 +65,39 @@ pub(crate) async fn get(
         // In the background, as for users: the answer never waits for it.
         let (cache, key, value) = (cache.clone(), cache_key(&id), data.clone());
         tokio::spawn(async move {
-            if let Err(e) = cache.set(&key, &value, ttl).await {
+            if let Err(e) = cache.set_json_text(&key, value, ttl).await {
                 tracing::debug!(error = %e, "external cache write failed");
             }
         });
     }
-    Ok(Json(Data::new(data)).into_response())
+    Ok(data_response(data))
 }
 
-/// A 2xx JSON answer's body; 404 stays 404; anything else is 502.
-fn answer(response: ApiResponse) -> Result<serde_json::Value, AppError> {
+/// `{"success":true,"data":<the upstream's JSON as it came>}`: the body
+/// was checked to be JSON, and is embedded without being parsed into a
+/// tree and written out again (as batch items are).
+fn data_response(data: Bytes) -> Response {
+    let mut body = Chunks::default();
+    body.push(Bytes::from_static(b"{\"success\":true,\"data\":"));
+    body.push(data);
+    body.push(Bytes::from_static(b"}"));
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+/// A 2xx answer's JSON body (checked, not parsed into a tree); 404 stays
+/// 404; anything else is 502.
+fn answer(response: ApiResponse) -> Result<Bytes, AppError> {
     match response.status {
-        200..=299 => response.json().map_err(AppError::from),
+        200..=299 => {
+            response
+                .json::<serde::de::IgnoredAny>()
+                .map_err(AppError::from)?;
+            Ok(response.body)
+        }
         404 => Err(AppError::not_found("the upstream has no data for this id")),
         _ => Err(AppError::new(
             ErrorCode::UpstreamError,
