@@ -156,22 +156,8 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let json = serde_json::to_string(value).map_err(CacheError::Encoding)?;
-        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let key = self.key(key);
-        self.kv
-            .metrics
-            .timed(
-                OpKind::Write,
-                self.bounded(self.kv.pool.client().set::<(), _, _>(
-                    key,
-                    json,
-                    Some(Expiration::EX(seconds)),
-                    None,
-                    false,
-                )),
-            )
-            .await
+        let json = serde_json::to_vec(value).map_err(CacheError::Encoding)?;
+        self.set_json_text(key, bytes::Bytes::from(json), ttl).await
     }
 
     /// The JSON text under `key`, as stored, if present and valid JSON
