@@ -49,7 +49,7 @@ async fn postgres_authenticates_the_pool_by_its_client_certificate() {
     .await
     .unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let sluice_pool::SqlConnection::Postgres(c) = &mut conn else {
+    let sluice_pool::LentConnection::Postgres(c) = conn.lent_mut() else {
         unreachable!("a PostgreSQL pool")
     };
     let (ssl, user): (bool, String) = sqlx::query_as(

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_pool::{ConnectionConfig, Error, SqlConnection, SqlPool};
+use sluice_pool::{ConnectionConfig, Error, LentConnection, SqlPool};
 use sluice_tests::provision::TempPostgres;
 use tokio::task::JoinSet;
 
@@ -37,7 +37,7 @@ async fn with_pg(pg: TempPostgres, f: fn(&mut TempPostgres)) -> TempPostgres {
 /// Acquires and runs `SELECT 1` (bounded: a frozen server never answers).
 async fn select_one(pool: &SqlPool) -> Result<(), Error> {
     let mut conn = pool.acquire().await?;
-    if let SqlConnection::Postgres(c) = &mut conn {
+    if let LentConnection::Postgres(c) = conn.lent_mut() {
         let query = sqlx::query("SELECT 1").execute(&mut **c);
         if !matches!(
             tokio::time::timeout(Duration::from_secs(1), query).await,

@@ -5,18 +5,18 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_pool::{ConnectionConfig, Error, Kind, RedisPool, Secret, SqlConnection, SqlPool};
+use sluice_pool::{ConnectionConfig, Error, Kind, LentConnection, RedisPool, Secret, SqlPool};
 use sluice_tests::provision::free_port;
 use sluice_tests::services;
 
 async fn select_one(pool: &SqlPool) -> Result<i64, Error> {
     let mut conn = pool.acquire().await?;
-    let value: (i64,) = match &mut conn {
-        SqlConnection::Postgres(c) => sqlx::query_as("SELECT 1::int8")
+    let value: (i64,) = match conn.lent_mut() {
+        LentConnection::Postgres(c) => sqlx::query_as("SELECT 1::int8")
             .fetch_one(&mut **c)
             .await
             .unwrap(),
-        SqlConnection::Sqlite(c) => sqlx::query_as("SELECT 1")
+        LentConnection::Sqlite(c) => sqlx::query_as("SELECT 1")
             .fetch_one(&mut **c)
             .await
             .unwrap(),
@@ -113,7 +113,9 @@ async fn sqlite_file_pool_uses_wal_foreign_keys_and_many_connections() {
     let pool = SqlPool::open(&config).await.unwrap();
     let mut conn_a = pool.acquire().await.unwrap();
     let mut conn_b = pool.acquire().await.unwrap();
-    let (SqlConnection::Sqlite(a), SqlConnection::Sqlite(b)) = (&mut conn_a, &mut conn_b) else {
+    let (LentConnection::Sqlite(a), LentConnection::Sqlite(b)) =
+        (conn_a.lent_mut(), conn_b.lent_mut())
+    else {
         panic!("sqlite")
     };
     let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
@@ -158,7 +160,8 @@ async fn sqlite_in_memory_is_shared_by_the_pool_and_private_to_it() {
         .unwrap();
     let mut a = pool.acquire().await.unwrap();
     let mut b = pool.acquire().await.unwrap();
-    let (SqlConnection::Sqlite(a), SqlConnection::Sqlite(b)) = (&mut a, &mut b) else {
+    let (LentConnection::Sqlite(a), LentConnection::Sqlite(b)) = (a.lent_mut(), b.lent_mut())
+    else {
         panic!("sqlite")
     };
     sqlx::query("CREATE TABLE shared (id INTEGER)")
@@ -170,7 +173,7 @@ async fn sqlite_in_memory_is_shared_by_the_pool_and_private_to_it() {
         .await
         .unwrap();
     let mut c = other.acquire().await.unwrap();
-    let SqlConnection::Sqlite(c) = &mut c else {
+    let LentConnection::Sqlite(c) = c.lent_mut() else {
         panic!("sqlite")
     };
     assert!(
@@ -291,7 +294,7 @@ async fn postgres_over_tls_is_verified_and_never_downgraded() {
     // Trusted CA, matching name: connected, and the session is encrypted.
     let pool = SqlPool::open(&verified(&tls_pg, &ca)).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let SqlConnection::Postgres(c) = &mut conn else {
+    let LentConnection::Postgres(c) = conn.lent_mut() else {
         unreachable!("a PostgreSQL pool")
     };
     let (ssl,): (bool,) =

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
-use sluice_metrics::{ConnectionMetrics, OpKind, Registry, ResilienceMetrics};
+use sluice_metrics::{Backend, ConnectionMetrics, ErrorClass, OpKind, Registry, ResilienceMetrics};
 use sluice_pool::{HttpPool, HttpPoolConfig, HttpSlot};
 use sluice_retry::{
     BudgetConfig, CircuitBreaker, CircuitState, Failure, GiveUp, Policy, RetryBudget, RetryError,
@@ -91,6 +91,9 @@ impl ApiClient {
             value.set_sensitive(true);
             headers.push((name, value));
         }
+        // `validate` checked that the URL has a host.
+        let server_address = config.base_url.host_str().unwrap_or_default().to_owned();
+        let server_port = config.base_url.port_or_known_default().unwrap_or(0);
         let pool = HttpPool::new(&HttpPoolConfig {
             name: config.name.clone(),
             max_connections: config.max_connections,
@@ -98,9 +101,11 @@ impl ApiClient {
             connect_timeout: config.timeout,
             tls_verify: config.ssl_verify,
             ca_file: config.ca_file.clone(),
+            server_address: server_address.clone(),
+            server_port,
         })
         .map_err(|e| invalid("pool", e))?;
-        let resilience = ResilienceMetrics::new(&config.name);
+        let resilience = ResilienceMetrics::new(Backend::Http, &config.name);
         let breaker = CircuitBreaker::with_metrics(config.breaker, resilience.clone())
             .map_err(|e| invalid("breaker", e))?;
         let budget =
@@ -130,7 +135,11 @@ impl ApiClient {
                 retrying,
                 once,
                 breaker,
-                metrics: registry.connection(sluice_metrics::Backend::Http, &config.name),
+                metrics: {
+                    let metrics = registry.connection(Backend::Http, &config.name);
+                    metrics.set_server(&server_address, server_port);
+                    metrics
+                },
                 config,
                 in_flight: InFlight::default(),
             }),
@@ -304,10 +313,13 @@ impl ApiClient {
             OpKind::Write
         };
         let outcome = self.exchange(slot, http_request).await;
-        let status = outcome.as_ref().ok().map(|r| r.status);
+        let response = outcome
+            .as_ref()
+            .map(|r| r.status)
+            .map_err(ErrorClass::error_class);
         self.inner
             .metrics
-            .record_http(kind, request.method.as_str(), status, started.elapsed());
+            .record_http(kind, request.method.as_str(), response, started.elapsed());
         let response = outcome?;
         if matches!(response.status, 429 | 502 | 503 | 504) {
             let retry_after = response

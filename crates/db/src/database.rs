@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value as Json};
 use sluice_metrics::{ConnectionMetrics, OpKind, Registry};
-use sluice_pool::{ConnectionConfig, Kind, SqlConnection, SqlPool};
+use sluice_pool::{ConnectionConfig, Kind, LentConnection, SqlConnection, SqlPool};
 
 use crate::error::{DbError, Result};
 use crate::executor::{self, Conn, Persistent, Record};
@@ -170,9 +170,9 @@ fn finish<T, E: Into<DbError>>(
 }
 
 pub(crate) fn conn_of(conn: &mut SqlConnection) -> Result<Conn<'_>> {
-    match conn {
-        SqlConnection::Postgres(c) => Ok(Conn::Pg(c)),
-        SqlConnection::Sqlite(c) => Ok(Conn::Sqlite(c)),
+    match conn.lent_mut() {
+        LentConnection::Postgres(c) => Ok(Conn::Pg(c)),
+        LentConnection::Sqlite(c) => Ok(Conn::Sqlite(c)),
         _ => Err(DbError::invalid("unsupported database backend")),
     }
 }

@@ -156,7 +156,8 @@ impl KeyValue {
     /// A store on `pool`, recording into `registry`.
     pub fn with_registry(pool: RedisPool, registry: &Registry) -> Self {
         let metrics = registry.connection(sluice_metrics::Backend::Redis, pool.name());
-        let resilience = sluice_metrics::ResilienceMetrics::new(pool.name());
+        let resilience =
+            sluice_metrics::ResilienceMetrics::new(sluice_metrics::Backend::Redis, pool.name());
         // A constant, checked by a unit test: this cannot fail.
         let breaker = CircuitBreaker::with_metrics(BREAKER, resilience)
             .expect("the Redis breaker settings are valid");

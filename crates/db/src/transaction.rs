@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 use sluice_metrics::{ConnectionMetrics, OpKind};
-use sluice_pool::{Kind, SqlConnection, SqlPool};
+use sluice_pool::{Kind, LentConnection, SqlConnection, SqlPool};
 use sluice_retry::{Backoff, Class, Classify, Jitter, Policy};
 use sqlx::{Acquire, Connection, Postgres, Sqlite};
 
@@ -321,13 +321,13 @@ impl Database {
     where
         F: for<'t, 'c> FnMut(&'t mut Transaction<'c>) -> TxFuture<'t, T>,
     {
-        let begun = match conn {
-            SqlConnection::Postgres(c) => self
+        let begun = match conn.lent_mut() {
+            LentConnection::Postgres(c) => self
                 .pool
                 .unless_down(c.begin())
                 .await
                 .map(|begun| begun.map(Inner::Pg)),
-            SqlConnection::Sqlite(c) => {
+            LentConnection::Sqlite(c) => {
                 Ok((**c).begin_with("BEGIN IMMEDIATE").await.map(Inner::Sqlite))
             }
             _ => {

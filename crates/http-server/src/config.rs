@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Time in-flight requests get to finish on shutdown. Default 30 s
     /// (`SLUICE_SHUTDOWN_GRACE`).
     pub shutdown_grace: Duration,
+    /// Whether the server is served over TLS: the `url_scheme` label of
+    /// its request metric (`https`). Default false.
+    pub https: bool,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             external_cache_ttl: Duration::ZERO,
             max_batch_size: 1000,
             shutdown_grace: Duration::from_secs(30),
+            https: false,
         }
     }
 }

@@ -225,6 +225,11 @@ struct Envelope<'a> {
     errors: &'a [FieldError],
 }
 
+/// A 5xx response's reason, a fixed word (the envelope's `code`), which
+/// the request metric reads as its `error_type` label.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorType(pub(crate) &'static str);
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let request_id = current_request_id();
@@ -236,6 +241,12 @@ impl IntoResponse for AppError {
             errors: &self.errors,
         };
         let mut response = (self.code.status(), Json(body)).into_response();
+        if self.code.status().is_server_error() {
+            // The request metric's `error_type` (see edge::context).
+            response
+                .extensions_mut()
+                .insert(ErrorType(self.code.as_str()));
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

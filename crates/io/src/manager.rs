@@ -450,9 +450,63 @@ impl IoManager {
         checks.extend(dbs);
         checks.extend(redis);
         checks.extend(apis);
+        for check in &checks {
+            publish(
+                self.system_of(check.kind, &check.name),
+                &check.name,
+                check.ok,
+            );
+        }
         Health {
             healthy: checks.iter().all(|c| c.ok),
             checks,
+        }
+    }
+
+    /// Pings every database and Redis connection every `interval`, each
+    /// within `timeout`, and publishes the results as
+    /// `sluice_dependency_up` (1 answered, 0 not), so that an outage shows
+    /// on `/metrics`, and can alert, without any traffic. Upstream APIs are
+    /// not probed (a third party may not welcome the calls); their circuit
+    /// state shows their outages. The task ends when the manager is closed.
+    pub fn spawn_store_probes(
+        &self,
+        interval: Duration,
+        timeout: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if manager.inner.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                let dbs = manager.databases().into_iter().map(|db| async move {
+                    let ok = matches!(tokio::time::timeout(timeout, db.ping()).await, Ok(Ok(())));
+                    publish(backend_of(db.kind()), db.pool().name(), ok);
+                });
+                let stores = manager.redis_stores().into_iter().map(|kv| async move {
+                    let ok = matches!(
+                        tokio::time::timeout(timeout, kv.pool().ping()).await,
+                        Ok(Ok(()))
+                    );
+                    publish(Backend::Redis, kv.name(), ok);
+                });
+                tokio::join!(join_all(dbs.collect()), join_all(stores.collect()));
+            }
+        })
+    }
+
+    /// The metrics system of a health check's dependency.
+    fn system_of(&self, kind: &str, name: &str) -> Backend {
+        match kind {
+            "database" => self
+                .db(name)
+                .map_or(Backend::Postgresql, |db| backend_of(db.kind())),
+            "redis" => Backend::Redis,
+            _ => Backend::Http,
         }
     }
 
@@ -489,4 +543,15 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .buffered(usize::MAX)
         .collect()
         .await
+}
+
+fn backend_of(kind: sluice_pool::Kind) -> Backend {
+    match kind {
+        sluice_pool::Kind::Sqlite => Backend::Sqlite,
+        _ => Backend::Postgresql,
+    }
+}
+
+fn publish(system: Backend, name: &str, up: bool) {
+    sluice_metrics::dependency_up(system, name, up);
 }

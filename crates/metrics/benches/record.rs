@@ -41,7 +41,7 @@ fn record(c: &mut Criterion) {
             http.record_http(
                 OpKind::Read,
                 black_box("GET"),
-                Some(200),
+                Ok(200),
                 black_box(Duration::from_millis(20)),
             )
         })

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram, Label};
 
-use crate::histogram::LatencyHistogram;
+use crate::histogram::{LatencyHistogram, RecentHistogram, Summary, slot_of};
 use crate::names;
-use crate::operation::{Backend, OpKind, Outcome, method_label, status_class};
+use crate::operation::{Backend, OpKind, Outcome, method_label, status_code_label};
 
 /// Records the operations of one named connection (a pool, a cache, an
 /// upstream).
@@ -31,14 +31,18 @@ pub struct ConnectionMetrics {
 struct Inner {
     backend: Backend,
     name: Arc<str>,
-    /// One bounded histogram per operation kind, allocated on first use.
-    kinds: [OnceLock<LatencyHistogram>; OpKind::ALL.len()],
-    /// For database backends: `[kind][ok, error]` handles, registered on
-    /// first use so that only series that happen are exported.
-    db_histograms: [[OnceLock<Histogram>; 2]; OpKind::ALL.len()],
-    /// For HTTP backends: handles by (method, status class), registered on
-    /// first use. Both parts come from fixed sets, so this stays small.
-    http_histograms: RwLock<HashMap<(&'static str, &'static str), Histogram>>,
+    /// Bounded histograms per operation kind (since start and the last
+    /// minute), allocated on first use.
+    kinds: [OnceLock<KindFigures>; OpKind::ALL.len()],
+    /// For database backends: the success handle of each kind, registered
+    /// on first use so that only series that happen are exported.
+    db_histograms: [OnceLock<Histogram>; OpKind::ALL.len()],
+    /// For HTTP backends: handles by (method, status or 0, error type or
+    /// ""), registered on first use. Every part comes from a fixed set, so
+    /// this stays small.
+    http_histograms: RwLock<HashMap<HttpKey, Histogram>>,
+    /// For HTTP backends: the `server_address` and `server_port` labels.
+    server: OnceLock<(String, String)>,
     hits: AtomicU64,
     misses: AtomicU64,
     /// Registered on first use, so connections that are not caches do not
@@ -56,6 +60,7 @@ impl ConnectionMetrics {
                 kinds: Default::default(),
                 db_histograms: Default::default(),
                 http_histograms: RwLock::new(HashMap::new()),
+                server: OnceLock::new(),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 hit_counter: OnceLock::new(),
@@ -75,49 +80,78 @@ impl ConnectionMetrics {
         &self.inner.name
     }
 
+    /// Sets the `server_address` and `server_port` labels of an HTTP
+    /// connection's requests (the host and port of its base URL). The first
+    /// call wins; before it, the connection's name stands for the address.
+    pub fn set_server(&self, address: &str, port: u16) {
+        let _ = self
+            .inner
+            .server
+            .set((address.to_owned(), port.to_string()));
+    }
+
     /// Records one finished operation.
     ///
-    /// For database backends this feeds `db_client_operation_duration_seconds`;
-    /// for HTTP it feeds `http_client_request_duration_seconds` with method
-    /// `_OTHER` (prefer [`record_http`](Self::record_http), which knows the
-    /// method and status).
+    /// For database backends this feeds `db_client_operation_duration_seconds`
+    /// (with `error_type` on failure); for HTTP it feeds
+    /// `http_client_request_duration_seconds` with method `_OTHER` (prefer
+    /// [`record_http`](Self::record_http), which knows the method and
+    /// status).
     pub fn record(&self, kind: OpKind, outcome: Outcome, elapsed: Duration) {
         self.record_snapshot(kind, outcome, elapsed);
-        if self.inner.backend.is_database() {
-            let failed = !outcome.is_ok();
-            self.inner.db_histograms[kind.index()][usize::from(failed)]
+        if !self.inner.backend.is_database() {
+            let error = match outcome {
+                Outcome::Ok => "",
+                Outcome::Error(class) => class,
+            };
+            self.http_histogram(("_OTHER", 0, error)).record(elapsed);
+            return;
+        }
+        match outcome {
+            Outcome::Ok => self.inner.db_histograms[kind.index()]
                 .get_or_init(|| {
                     metrics::histogram!(
                         names::DB_OPERATION_DURATION,
-                        db_labels(self.inner.backend, &self.inner.name, kind, outcome.as_str())
+                        db_labels(self.inner.backend, &self.inner.name, kind, None)
                     )
                 })
-                .record(elapsed);
-        } else {
-            let class = if outcome.is_ok() { "2xx" } else { "none" };
-            self.http_histogram("_OTHER", class).record(elapsed);
-        }
-        if let Outcome::Error(class) = outcome {
-            self.count_error(kind, class);
+                .record(elapsed),
+            // Failures are the slow path: looked up by labels each time,
+            // which keeps the handle small and the class set open.
+            Outcome::Error(class) => metrics::histogram!(
+                names::DB_OPERATION_DURATION,
+                db_labels(self.inner.backend, &self.inner.name, kind, Some(class))
+            )
+            .record(elapsed),
         }
     }
 
-    /// Records one outbound HTTP request: `status` is `None` when no
-    /// response arrived (connect error, timeout). A request counts as failed
-    /// in the snapshot when it got no response or a 5xx.
-    pub fn record_http(&self, kind: OpKind, method: &str, status: Option<u16>, elapsed: Duration) {
-        let failed = !matches!(status, Some(s) if s < 500);
+    /// Records one outbound HTTP request: `response` is the status, or the
+    /// error class when no response arrived (connect error, timeout). A
+    /// request counts as failed in the snapshot when it got no response or
+    /// a 5xx; its `error_type` label is the class, or the status for 4xx
+    /// and 5xx (as OpenTelemetry's client conventions have it).
+    pub fn record_http(
+        &self,
+        kind: OpKind,
+        method: &str,
+        response: Result<u16, &'static str>,
+        elapsed: Duration,
+    ) {
+        let (status, error) = match response {
+            Ok(status) if status >= 400 => (status, status_code_label(status)),
+            Ok(status) => (status, ""),
+            Err(class) => (0, class),
+        };
+        let failed = !matches!(response, Ok(s) if s < 500);
         let outcome = if failed {
-            Outcome::Error(status_class(status))
+            Outcome::Error(if error.is_empty() { "error" } else { error })
         } else {
             Outcome::Ok
         };
         self.record_snapshot(kind, outcome, elapsed);
-        self.http_histogram(method_label(method), status_class(status))
+        self.http_histogram((method_label(method), status, error))
             .record(elapsed);
-        if let Outcome::Error(class) = outcome {
-            self.count_error(kind, class);
-        }
     }
 
     /// Counts a cache hit.
@@ -141,43 +175,21 @@ impl ConnectionMetrics {
     fn cache_counter(&self, name: &'static str) -> Counter {
         metrics::counter!(
             name,
-            "db_system" => self.inner.backend.as_str(),
-            "connection" => self.inner.name.to_string(),
+            "db_system_name" => self.inner.backend.as_str(),
+            "db_client_connection_pool_name" => self.inner.name.to_string(),
         )
     }
 
     fn record_snapshot(&self, kind: OpKind, outcome: Outcome, elapsed: Duration) {
-        self.inner.kinds[kind.index()]
-            .get_or_init(LatencyHistogram::new)
-            .record(elapsed, !outcome.is_ok());
+        let figures = self.inner.kinds[kind.index()].get_or_init(KindFigures::new);
+        let failed = !outcome.is_ok();
+        figures.total.record(elapsed, failed);
+        figures
+            .recent
+            .record(slot_of(tokio::time::Instant::now()), elapsed, failed);
     }
 
-    /// Errors are the slow path: the counter is looked up by labels each
-    /// time, which keeps the handle small and the class set open.
-    fn count_error(&self, kind: OpKind, class: &'static str) {
-        let inner = &self.inner;
-        if inner.backend.is_database() {
-            metrics::counter!(
-                names::DB_OPERATION_ERRORS,
-                "db_system" => inner.backend.as_str(),
-                "connection" => inner.name.to_string(),
-                "operation" => kind.as_str(),
-                "error_class" => class,
-            )
-            .increment(1);
-        } else {
-            metrics::counter!(
-                names::HTTP_CLIENT_ERRORS,
-                "server" => inner.name.to_string(),
-                "operation" => kind.as_str(),
-                "error_class" => class,
-            )
-            .increment(1);
-        }
-    }
-
-    fn http_histogram(&self, method: &'static str, class: &'static str) -> Histogram {
-        let key = (method, class);
+    fn http_histogram(&self, key: HttpKey) -> Histogram {
         if let Some(handle) = read_map(&self.inner.http_histograms).get(&key) {
             return handle.clone();
         }
@@ -187,26 +199,43 @@ impl ConnectionMetrics {
         };
         map.entry(key)
             .or_insert_with(|| {
-                metrics::histogram!(
-                    names::HTTP_CLIENT_DURATION,
-                    "server" => self.inner.name.to_string(),
-                    "method" => method,
-                    "status_class" => class,
-                )
+                let (method, status, error) = key;
+                let (address, port) = match self.inner.server.get() {
+                    Some((address, port)) => (address.clone(), port.clone()),
+                    None => (self.inner.name.to_string(), String::new()),
+                };
+                let mut labels = vec![
+                    Label::new("http_request_method", method),
+                    Label::new("server_address", address),
+                    Label::new("server_port", port),
+                ];
+                if status != 0 {
+                    labels.push(Label::new(
+                        "http_response_status_code",
+                        status_code_label(status),
+                    ));
+                }
+                if !error.is_empty() {
+                    labels.push(Label::new("error_type", error));
+                }
+                metrics::histogram!(names::HTTP_CLIENT_DURATION, labels)
             })
             .clone()
     }
 
     pub(crate) fn snapshot_parts(&self) -> SnapshotParts<'_> {
         SnapshotParts {
-            kinds: OpKind::ALL
-                .iter()
-                .filter_map(|kind| {
-                    self.inner.kinds[kind.index()]
-                        .get()
-                        .map(|h| (*kind, h.summary()))
-                })
-                .collect(),
+            kinds: {
+                let now = slot_of(tokio::time::Instant::now());
+                OpKind::ALL
+                    .iter()
+                    .filter_map(|kind| {
+                        self.inner.kinds[kind.index()]
+                            .get()
+                            .map(|f| (*kind, f.total.summary(), f.recent.summary(now)))
+                    })
+                    .collect()
+            },
             hits: self.inner.hits.load(Ordering::Relaxed),
             misses: self.inner.misses.load(Ordering::Relaxed),
             name: &self.inner.name,
@@ -217,7 +246,8 @@ impl ConnectionMetrics {
 /// What the snapshot module reads from one connection.
 pub(crate) struct SnapshotParts<'a> {
     pub(crate) name: &'a str,
-    pub(crate) kinds: Vec<(OpKind, crate::histogram::Summary)>,
+    /// Per kind: since start, and the last minute.
+    pub(crate) kinds: Vec<(OpKind, Summary, Summary)>,
     pub(crate) hits: u64,
     pub(crate) misses: u64,
 }
@@ -231,11 +261,38 @@ fn read_map<K, V>(lock: &RwLock<HashMap<K, V>>) -> std::sync::RwLockReadGuard<'_
     }
 }
 
-fn db_labels(backend: Backend, name: &str, kind: OpKind, outcome: &'static str) -> Vec<Label> {
-    vec![
-        Label::new("db_system", backend.as_str()),
-        Label::new("connection", name.to_string()),
-        Label::new("operation", kind.as_str()),
-        Label::new("outcome", outcome),
-    ]
+/// The figures of one operation kind: since start, and the last minute.
+#[derive(Debug)]
+struct KindFigures {
+    total: LatencyHistogram,
+    recent: RecentHistogram,
+}
+
+impl KindFigures {
+    fn new() -> Self {
+        Self {
+            total: LatencyHistogram::new(),
+            recent: RecentHistogram::new(),
+        }
+    }
+}
+
+/// (method, status or 0, error type or "").
+type HttpKey = (&'static str, u16, &'static str);
+
+fn db_labels(
+    backend: Backend,
+    name: &str,
+    kind: OpKind,
+    error: Option<&'static str>,
+) -> Vec<Label> {
+    let mut labels = vec![
+        Label::new("db_system_name", backend.as_str()),
+        Label::new("db_client_connection_pool_name", name.to_string()),
+        Label::new("db_operation_name", kind.as_str()),
+    ];
+    if let Some(error) = error {
+        labels.push(Label::new("error_type", error));
+    }
+    labels
 }

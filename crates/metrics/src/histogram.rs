@@ -84,13 +84,44 @@ impl LatencyHistogram {
     /// Reads count, errors and percentiles. Concurrent recordings may or may
     /// not be included; the figures are each consistent with some prefix.
     pub(crate) fn summary(&self) -> Summary {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let count: u64 = counts.iter().sum();
-        let max_ns = self.max_ns.load(Ordering::Relaxed);
+        let mut merged = Merged::default();
+        merged.add(self);
+        merged.summary()
+    }
+
+    /// Empties the histogram (a window slot being reused).
+    fn clear(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.store(0, Ordering::Relaxed);
+        }
+        self.errors.store(0, Ordering::Relaxed);
+        self.max_ns.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Bucket counts summed over one or more histograms.
+#[derive(Debug, Default)]
+struct Merged {
+    counts: Vec<u64>,
+    errors: u64,
+    max_ns: u64,
+}
+
+impl Merged {
+    fn add(&mut self, h: &LatencyHistogram) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
+        for (sum, bucket) in self.counts.iter_mut().zip(h.buckets.iter()) {
+            *sum += bucket.load(Ordering::Relaxed);
+        }
+        self.errors += h.errors.load(Ordering::Relaxed);
+        self.max_ns = self.max_ns.max(h.max_ns.load(Ordering::Relaxed));
+    }
+
+    fn summary(&self) -> Summary {
+        let count: u64 = self.counts.iter().sum();
+        let max_ns = self.max_ns;
         let quantile = |q: f64| -> Duration {
             if count == 0 {
                 return Duration::ZERO;
@@ -98,7 +129,7 @@ impl LatencyHistogram {
             // The rank of the q-th value, 1-based: ceil(q * count).
             let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
             let mut seen = 0;
-            for (index, &n) in counts.iter().enumerate() {
+            for (index, &n) in self.counts.iter().enumerate() {
                 seen += n;
                 if seen >= rank {
                     let (lower, upper) = bucket_bounds(index);
@@ -110,12 +141,70 @@ impl LatencyHistogram {
         };
         Summary {
             count,
-            errors: self.errors.load(Ordering::Relaxed),
+            errors: self.errors.min(count),
             p50: quantile(0.50),
             p95: quantile(0.95),
             p99: quantile(0.99),
             max: Duration::from_nanos(max_ns),
         }
+    }
+}
+
+/// Length of one slot of a [`RecentHistogram`].
+pub(crate) const SLOT: Duration = Duration::from_secs(10);
+/// Slots of a [`RecentHistogram`]: the window is the current slot and the
+/// five before it, 50 to 60 seconds.
+const SLOTS: usize = 6;
+/// The longest span a [`RecentHistogram`] covers.
+pub(crate) const WINDOW: Duration = Duration::from_secs(SLOT.as_secs() * SLOTS as u64);
+
+/// The slot number of `now`: 10-second steps since the first call.
+pub(crate) fn slot_of(now: tokio::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| now);
+    (now.saturating_duration_since(base).as_secs() / SLOT.as_secs()) + 1
+}
+
+/// Latencies of the last minute: a ring of six 10-second histograms, each
+/// emptied when its slot comes round again. Memory is fixed; a recording
+/// that races the emptying of its slot may be lost, which a statistic
+/// tolerates.
+#[derive(Debug)]
+pub(crate) struct RecentHistogram {
+    slots: [(AtomicU64, LatencyHistogram); SLOTS],
+}
+
+impl RecentHistogram {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| (AtomicU64::new(0), LatencyHistogram::new())),
+        }
+    }
+
+    /// Records one operation that finished in slot `slot` (see [`slot_of`]).
+    pub(crate) fn record(&self, slot: u64, elapsed: Duration, failed: bool) {
+        let (epoch, histogram) = &self.slots[(slot % SLOTS as u64) as usize];
+        let seen = epoch.load(Ordering::Acquire);
+        if seen != slot
+            && epoch
+                .compare_exchange(seen, slot, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            histogram.clear();
+        }
+        histogram.record(elapsed, failed);
+    }
+
+    /// Figures over the slots of the window that ends in slot `now`.
+    pub(crate) fn summary(&self, now: u64) -> Summary {
+        let mut merged = Merged::default();
+        for (epoch, histogram) in &self.slots {
+            let epoch = epoch.load(Ordering::Acquire);
+            if epoch != 0 && epoch + SLOTS as u64 > now && epoch <= now {
+                merged.add(histogram);
+            }
+        }
+        merged.summary()
     }
 }
 
@@ -165,6 +254,30 @@ mod tests {
         assert_eq!(s.count, 0);
         assert_eq!(s.p99, Duration::ZERO);
         assert_eq!(s.max, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_recent_window_forgets_slots_older_than_a_minute() {
+        let h = RecentHistogram::new();
+        for _ in 0..10 {
+            h.record(1, Duration::from_millis(100), true);
+        }
+        for _ in 0..30 {
+            h.record(3, Duration::from_millis(1), false);
+        }
+        let s = h.summary(3);
+        assert_eq!((s.count, s.errors), (40, 10));
+        assert_eq!(s.max, Duration::from_millis(100));
+        // Slot 1 leaves the window at slot 7; slot 3 at slot 9.
+        let s = h.summary(7);
+        assert_eq!((s.count, s.errors), (30, 0));
+        assert_eq!(s.max, Duration::from_millis(1));
+        assert_eq!(h.summary(9).count, 0);
+        // Slot 7 reuses slot 1's histogram, emptied first.
+        h.record(7, Duration::from_millis(2), false);
+        let s = h.summary(7);
+        assert_eq!((s.count, s.errors), (31, 0));
+        assert_eq!(s.max, Duration::from_millis(2));
     }
 
     #[test]

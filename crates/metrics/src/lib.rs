@@ -7,12 +7,16 @@
 //! - [`Registry`]: connections by name and the JSON [`Snapshot`].
 //! - [`prometheus`]: installing the exporter (binaries only).
 //! - [`server`]: inbound request metrics.
-//! - [`PoolMetrics`]: connection pool sizes, waits and connects.
+//! - [`PoolMetrics`]: database and Redis pool sizes, waits and connects.
+//! - [`HttpPoolMetrics`]: upstream connections and waits.
 //! - [`ResilienceMetrics`]: retry attempts, give-ups and breaker state.
-//! - [`names`]: metric names and histogram buckets.
+//! - [`dependency_up`]: the health probe result of each dependency.
+//! - [`names`]: the table of every metric, its labels and buckets.
 
 mod connection;
+mod dependency;
 mod histogram;
+mod http_pool;
 pub mod names;
 mod operation;
 mod pool;
@@ -24,8 +28,10 @@ mod snapshot;
 mod timed;
 
 pub use connection::ConnectionMetrics;
-pub use operation::{Backend, ErrorClass, OpKind, Outcome, method_label, status_class};
+pub use dependency::dependency_up;
+pub use http_pool::HttpPoolMetrics;
+pub use operation::{Backend, ErrorClass, OpKind, Outcome, method_label, status_code_label};
 pub use pool::PoolMetrics;
 pub use registry::Registry;
 pub use resilience::{CircuitState, ResilienceMetrics};
-pub use snapshot::{ConnectionSnapshot, LatencyMs, OperationStats, Snapshot};
+pub use snapshot::{ConnectionSnapshot, LatencyMs, OperationStats, RecentStats, Snapshot};

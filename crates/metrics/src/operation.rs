@@ -179,17 +179,17 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("_OTHER")
 }
 
-/// The status class label of an HTTP status: `2xx` … `5xx`, or `none` when
-/// no response was received.
-pub fn status_class(status: Option<u16>) -> &'static str {
+/// The `http_response_status_code` label of a status: its three digits,
+/// or `_OTHER` outside 100–599 (so a peer cannot add label values beyond
+/// those 500).
+pub fn status_code_label(status: u16) -> &'static str {
+    static CODES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     match status {
-        Some(100..=199) => "1xx",
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(500..=599) => "5xx",
-        Some(_) => "other",
-        None => "none",
+        100..=599 => {
+            let codes = CODES.get_or_init(|| (100..=599u16).map(|c| c.to_string()).collect());
+            codes[usize::from(status - 100)].as_str()
+        }
+        _ => "_OTHER",
     }
 }
 
@@ -205,11 +205,12 @@ mod tests {
     }
 
     #[test]
-    fn status_classes() {
-        assert_eq!(status_class(Some(204)), "2xx");
-        assert_eq!(status_class(Some(503)), "5xx");
-        assert_eq!(status_class(Some(42)), "other");
-        assert_eq!(status_class(None), "none");
+    fn status_codes_are_their_digits_within_a_fixed_range() {
+        assert_eq!(status_code_label(204), "204");
+        assert_eq!(status_code_label(599), "599");
+        assert_eq!(status_code_label(100), "100");
+        assert_eq!(status_code_label(42), "_OTHER");
+        assert_eq!(status_code_label(600), "_OTHER");
     }
 
     #[test]

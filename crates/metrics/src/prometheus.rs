@@ -9,7 +9,7 @@ use std::time::Duration;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-use crate::names::LATENCY_BUCKETS;
+use crate::names::{DB_BUCKETS, HTTP_BUCKETS, METRICS, MetricType};
 
 /// How often the exporter's upkeep runs. The upkeep drains histogram
 /// samples into buckets; without it the exporter's memory grows with
@@ -57,8 +57,19 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
     Ok(handle)
 }
 
+/// Every histogram gets the buckets OpenTelemetry recommends for it: the
+/// HTTP ones for `http_*`, the database ones for the rest.
 fn builder() -> Result<PrometheusBuilder, InstallError> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-        .map_err(InstallError::Buckets)
+    let mut builder = PrometheusBuilder::new();
+    for m in METRICS.iter().filter(|m| m.kind == MetricType::Histogram) {
+        let buckets = if m.name.starts_with("http_") {
+            HTTP_BUCKETS
+        } else {
+            DB_BUCKETS
+        };
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(m.name.to_owned()), buckets)
+            .map_err(InstallError::Buckets)?;
+    }
+    Ok(builder)
 }

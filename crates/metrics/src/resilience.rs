@@ -3,6 +3,7 @@
 use metrics::{Counter, Gauge};
 
 use crate::names;
+use crate::operation::Backend;
 
 /// The state of a circuit breaker, as exported in `sluice_circuit_state`
 /// (0 closed, 1 open, 2 half-open).
@@ -41,6 +42,7 @@ impl CircuitState {
 /// is cheap and shares them.
 #[derive(Debug, Clone)]
 pub struct ResilienceMetrics {
+    system: &'static str,
     connection: String,
     first_attempts: Counter,
     retries: Counter,
@@ -48,13 +50,17 @@ pub struct ResilienceMetrics {
 }
 
 impl ResilienceMetrics {
-    /// Handles for the connection `connection` (its configured name).
-    pub fn new(connection: &str) -> Self {
-        let attempts = |kind: &'static str| metrics::counter!(names::RETRY_ATTEMPTS, "connection" => connection.to_owned(), "attempt" => kind);
+    /// Handles for the connection `connection` (its configured name) to a
+    /// `system` (the `system` label: `postgresql`, `sqlite`, `redis`,
+    /// `http`).
+    pub fn new(system: Backend, connection: &str) -> Self {
+        let system = system.as_str();
+        let attempts = |kind: &'static str| metrics::counter!(names::RETRY_ATTEMPTS, "system" => system, "connection" => connection.to_owned(), "attempt" => kind);
         Self {
             first_attempts: attempts("first"),
             retries: attempts("retry"),
-            circuit_state: metrics::gauge!(names::CIRCUIT_STATE, "connection" => connection.to_owned()),
+            circuit_state: metrics::gauge!(names::CIRCUIT_STATE, "system" => system, "connection" => connection.to_owned()),
+            system,
             connection: connection.to_owned(),
         }
     }
@@ -72,14 +78,14 @@ impl ResilienceMetrics {
     /// `"attempts_exhausted"`, `"deadline"`, `"circuit_open"`, `"budget"` or
     /// `"permanent"`.
     pub fn give_up(&self, reason: &'static str) {
-        metrics::counter!(names::RETRY_GIVE_UPS, "connection" => self.connection.clone(), "reason" => reason)
+        metrics::counter!(names::RETRY_GIVE_UPS, "system" => self.system, "connection" => self.connection.clone(), "reason" => reason)
             .increment(1);
     }
 
     /// Records a breaker transition into `to`.
     pub fn transition(&self, to: CircuitState) {
         self.circuit_state.set(to.gauge_value());
-        metrics::counter!(names::CIRCUIT_TRANSITIONS, "connection" => self.connection.clone(), "to" => to.as_str())
+        metrics::counter!(names::CIRCUIT_TRANSITIONS, "system" => self.system, "connection" => self.connection.clone(), "to" => to.as_str())
             .increment(1);
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::connection::SnapshotParts;
+use crate::histogram::{Summary, WINDOW};
 use crate::operation::Backend;
 
 /// Figures for every connection of a [`Registry`](crate::Registry).
@@ -41,7 +42,8 @@ pub struct ConnectionSnapshot {
     pub misses: u64,
 }
 
-/// Figures for one operation kind of one connection.
+/// Figures for one operation kind of one connection: since the connection
+/// was first recorded, and over the last minute.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct OperationStats {
     /// Operations recorded.
@@ -51,6 +53,24 @@ pub struct OperationStats {
     /// `(count - errors) / count`; 1.0 when nothing was recorded.
     pub success_rate: f64,
     /// Latency percentiles and maximum, in milliseconds.
+    pub latency_ms: LatencyMs,
+    /// The same figures over the last minute only.
+    pub recent: RecentStats,
+}
+
+/// Figures over a sliding window: operations that finished in the current
+/// 10-second slot and the five before it (50 to 60 seconds).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct RecentStats {
+    /// The window's full length, seconds (60).
+    pub window_s: u64,
+    /// Operations recorded in the window.
+    pub count: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// `(count - errors) / count`; 1.0 when nothing was recorded.
+    pub success_rate: f64,
+    /// Latency percentiles and maximum in the window, in milliseconds.
     pub latency_ms: LatencyMs,
 }
 
@@ -73,26 +93,40 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+fn success_rate(s: &Summary) -> f64 {
+    if s.count == 0 {
+        1.0
+    } else {
+        (s.count.saturating_sub(s.errors)) as f64 / s.count as f64
+    }
+}
+
+fn latency(s: &Summary) -> LatencyMs {
+    LatencyMs {
+        p50: millis(s.p50),
+        p95: millis(s.p95),
+        p99: millis(s.p99),
+        max: millis(s.max),
+    }
+}
+
 impl ConnectionSnapshot {
     pub(crate) fn from_parts(backend: Backend, parts: SnapshotParts<'_>) -> Self {
         let operations = parts
             .kinds
             .into_iter()
-            .map(|(kind, s)| {
-                let success_rate = if s.count == 0 {
-                    1.0
-                } else {
-                    (s.count.saturating_sub(s.errors)) as f64 / s.count as f64
-                };
+            .map(|(kind, total, recent)| {
                 let stats = OperationStats {
-                    count: s.count,
-                    errors: s.errors,
-                    success_rate,
-                    latency_ms: LatencyMs {
-                        p50: millis(s.p50),
-                        p95: millis(s.p95),
-                        p99: millis(s.p99),
-                        max: millis(s.max),
+                    count: total.count,
+                    errors: total.errors,
+                    success_rate: success_rate(&total),
+                    latency_ms: latency(&total),
+                    recent: RecentStats {
+                        window_s: WINDOW.as_secs(),
+                        count: recent.count,
+                        errors: recent.errors,
+                        success_rate: success_rate(&recent),
+                        latency_ms: latency(&recent),
                     },
                 };
                 (kind.as_str(), stats)

@@ -43,5 +43,5 @@ pub use redis::RedisPool;
 pub use registry::{AnyPool, Pools};
 pub use secret::{Secret, redact_url};
 #[cfg(feature = "sql")]
-pub use sql::{SqlConnection, SqlPool, VALIDATE_AFTER_IDLE};
+pub use sql::{LentConnection, SqlConnection, SqlPool, VALIDATE_AFTER_IDLE};
 pub use stats::PoolStats;

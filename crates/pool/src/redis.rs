@@ -72,6 +72,8 @@ impl RedisPool {
             .map_err(|e| Error::config("redis", e.details().to_owned()))?;
         pool.prefer_connected(true);
         let metrics = PoolMetrics::new(&config.name);
+        // fred keeps every client of the pool connected, all multiplexed.
+        metrics.limits(config.pool_size, config.pool_size, config.pool_size);
         let policy = config.connect_policy()?;
         let connected = policy
             .run(|_| async {
@@ -80,7 +82,10 @@ impl RedisPool {
                     pool.ping::<()>(None).await
                 }
                 .await;
-                metrics.connected(result.is_ok());
+                match &result {
+                    Ok(_) => metrics.created_untimed(),
+                    Err(_) => metrics.connect_failed(),
+                }
                 result.map_err(ConnectError::Redis)
             })
             .await;
@@ -137,7 +142,7 @@ impl RedisPool {
             max: self.inner.size,
             waiting: 0,
         };
-        self.inner.metrics.sizes(stats.idle, 0, stats.max, 0);
+        self.inner.metrics.sizes(stats.idle, 0, 0);
         stats
     }
 

@@ -50,10 +50,19 @@ enum Driver {
     Sqlite(SqlitePool),
 }
 
-/// A connection lent by a [`SqlPool`]; it goes back when dropped.
+/// A connection lent by a [`SqlPool`]; it goes back when dropped, and the
+/// time it was out is recorded (`db_client_connection_use_time_seconds`).
+#[derive(Debug)]
+pub struct SqlConnection {
+    lent: LentConnection,
+    since: Instant,
+    pool: SqlPool,
+}
+
+/// The driver's connection inside a [`SqlConnection`].
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum SqlConnection {
+pub enum LentConnection {
     /// A PostgreSQL connection.
     Postgres(PoolConnection<Postgres>),
     /// An SQLite connection.
@@ -61,14 +70,31 @@ pub enum SqlConnection {
 }
 
 impl SqlConnection {
+    /// The driver's connection, to run statements on.
+    pub fn lent_mut(&mut self) -> &mut LentConnection {
+        &mut self.lent
+    }
+
     /// Closes this connection when it is dropped instead of returning it
     /// to the pool: for a connection whose statement was abandoned midway.
     pub fn discard(&mut self) {
-        match self {
-            SqlConnection::Postgres(c) => c.close_on_drop(),
-            SqlConnection::Sqlite(c) => c.close_on_drop(),
+        match &mut self.lent {
+            LentConnection::Postgres(c) => c.close_on_drop(),
+            LentConnection::Sqlite(c) => c.close_on_drop(),
         }
     }
+}
+
+impl Drop for SqlConnection {
+    fn drop(&mut self) {
+        self.pool.inner.metrics.used_for(self.since.elapsed());
+    }
+}
+
+tokio::task_local! {
+    /// When the acquire running in this task started: a connection that
+    /// sqlx opens for it (inline, in the same task) is timed from there.
+    static ACQUIRE_STARTED: Instant;
 }
 
 impl SqlPool {
@@ -91,7 +117,7 @@ impl SqlPool {
                         let metrics = metrics.clone();
                         async move {
                             pool_options.connect_with(options).await.map_err(|e| {
-                                metrics.connected(false);
+                                metrics.connect_failed();
                                 ConnectError::Sql(e)
                             })
                         }
@@ -131,23 +157,35 @@ impl SqlPool {
                 ));
             }
         };
-        let breaker = CircuitBreaker::try_new(BreakerConfig {
-            window: Window::Count(10),
-            min_calls: 3,
-            failure_rate: 0.5,
-            open_interval: config.retry_delay,
-            max_open_interval: config.retry_delay,
-            half_open_probes: 1,
-            slow_call: None,
-            consecutive_failures: 3,
-        })
+        let system = match config.kind {
+            Kind::Sqlite => sluice_metrics::Backend::Sqlite,
+            _ => sluice_metrics::Backend::Postgresql,
+        };
+        let resilience = sluice_metrics::ResilienceMetrics::new(system, &config.name);
+        let breaker = CircuitBreaker::with_metrics(
+            BreakerConfig {
+                window: Window::Count(10),
+                min_calls: 3,
+                failure_rate: 0.5,
+                open_interval: config.retry_delay,
+                max_open_interval: config.retry_delay,
+                half_open_probes: 1,
+                slow_call: None,
+                consecutive_failures: 3,
+            },
+            resilience,
+        )
         .map_err(|e| Error::config("retry_delay", e.to_string()))?;
+        let max = config.pool_size.saturating_add(config.max_overflow);
+        // sqlx keeps every returned connection idle (up to the maximum)
+        // and warms `min_connections` of them.
+        metrics.limits(max, max, min_connections(config));
         tracing::info!(target = %config.describe(), size = config.pool_size, "pool open");
         Ok(Self {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 driver,
-                max: config.pool_size.saturating_add(config.max_overflow),
+                max,
                 pgbouncer: config.pgbouncer,
                 acquire_timeout: config.acquire_timeout,
                 waiting: AtomicU32::new(0),
@@ -197,31 +235,38 @@ impl SqlPool {
         // awaits this one stays small and cheap to move.
         let result = match &inner.driver {
             Driver::Postgres(pool, gate) => {
-                let acquire = Box::pin(pool.acquire());
+                let acquire = Box::pin(ACQUIRE_STARTED.scope(started, pool.acquire()));
                 match gate
                     .watch(acquire, PROBE_AFTER, || pool.connect_options())
                     .await
                 {
-                    Watched::Done(result) => result.map(SqlConnection::Postgres),
+                    Watched::Done(result) => result.map(LentConnection::Postgres),
                     Watched::Down => {
                         drop(waiting);
                         inner.metrics.waited(started.elapsed());
-                        inner.metrics.connected(false);
+                        inner.metrics.connect_failed();
                         return Err(self.unavailable(gate.retry_after()));
                     }
                 }
             }
-            Driver::Sqlite(pool) => Box::pin(pool.acquire()).await.map(SqlConnection::Sqlite),
+            Driver::Sqlite(pool) => Box::pin(ACQUIRE_STARTED.scope(started, pool.acquire()))
+                .await
+                .map(LentConnection::Sqlite),
         };
         drop(waiting);
         let waited = started.elapsed();
         inner.metrics.waited(waited);
         match result {
-            Ok(conn) => {
+            Ok(lent) => {
                 permit.success(Duration::ZERO);
-                Ok(conn)
+                Ok(SqlConnection {
+                    lent,
+                    since: Instant::now(),
+                    pool: self.clone(),
+                })
             }
             Err(sqlx::Error::PoolTimedOut) => {
+                inner.metrics.timed_out();
                 // All connections busy is load, not an outage; fewer than
                 // the maximum open means new ones could not be opened.
                 if self.stats().size < inner.max {
@@ -237,7 +282,7 @@ impl SqlPool {
             }),
             Err(source) => {
                 permit.failure();
-                inner.metrics.connected(false);
+                inner.metrics.connect_failed();
                 Err(Error::Acquire {
                     name: inner.name.clone(),
                     source,
@@ -293,7 +338,7 @@ impl SqlPool {
         };
         self.inner
             .metrics
-            .sizes(stats.idle, stats.in_use, stats.max, stats.waiting);
+            .sizes(stats.idle, stats.in_use, stats.waiting);
         stats
     }
 
@@ -301,11 +346,11 @@ impl SqlPool {
     pub async fn ping(&self) -> Result<()> {
         let check = async {
             let mut conn = self.acquire().await?;
-            let result = match &mut conn {
-                SqlConnection::Postgres(c) => {
+            let result = match conn.lent_mut() {
+                LentConnection::Postgres(c) => {
                     sqlx::query("SELECT 1").execute(&mut **c).await.map(drop)
                 }
-                SqlConnection::Sqlite(c) => {
+                LentConnection::Sqlite(c) => {
                     sqlx::query("SELECT 1").execute(&mut **c).await.map(drop)
                 }
             };
@@ -386,13 +431,7 @@ fn pool_options<DB: sqlx::Database>(
 ) -> PoolOptions<DB> {
     let connected = metrics.clone();
     let (lifetime, jitter) = (config.max_lifetime, config.lifetime_jitter);
-    // With overflow, the pool proper stays warm and only overflow
-    // connections close for idleness.
-    let min = if config.max_overflow > 0 {
-        config.pool_size.max(config.min_idle)
-    } else {
-        config.min_idle
-    };
+    let min = min_connections(config);
     PoolOptions::<DB>::new()
         .max_connections(config.pool_size.saturating_add(config.max_overflow))
         .min_connections(min)
@@ -416,9 +455,26 @@ fn pool_options<DB: sqlx::Database>(
         // in use is replaced at its jittered lifetime (`before_acquire`).
         .max_lifetime(recycle.then_some(lifetime))
         .after_connect(move |_conn, _meta| {
-            connected.connected(true);
+            // A connection opened for an acquire is timed from the
+            // acquire's start (sqlx opens it at once when the pool has
+            // room); one opened in the background to keep the pool warm is
+            // counted, not timed.
+            match ACQUIRE_STARTED.try_with(Instant::elapsed) {
+                Ok(elapsed) => connected.created(elapsed),
+                Err(_) => connected.created_untimed(),
+            }
             Box::pin(async { Ok(()) })
         })
+}
+
+/// Connections sqlx keeps open: with overflow, the pool proper stays warm
+/// and only overflow connections close for idleness.
+fn min_connections(config: &ConnectionConfig) -> u32 {
+    if config.max_overflow > 0 {
+        config.pool_size.max(config.min_idle)
+    } else {
+        config.min_idle
+    }
 }
 
 /// The lifetime of the connection that is `age` old now: `lifetime`

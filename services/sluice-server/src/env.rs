@@ -260,7 +260,7 @@ impl Settings {
             ));
         }
         let defaults = ServerConfig::default();
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             max_body_bytes: r
                 .count_usize("SLUICE_MAX_BODY_BYTES")?
                 .unwrap_or(defaults.max_body_bytes),
@@ -291,6 +291,7 @@ impl Settings {
                 .seconds("API_EXTERNAL_CACHE_TTL")?
                 .unwrap_or(defaults.external_cache_ttl),
             max_batch_size: io.settings.max_batch_size,
+            https: false,
             shutdown_grace: r
                 .seconds("SLUICE_SHUTDOWN_GRACE")?
                 .unwrap_or(defaults.shutdown_grace),
@@ -318,6 +319,7 @@ impl Settings {
                 ));
             }
         };
+        server.https = tls.is_some();
         Ok(Self {
             bind: r
                 .address("SLUICE_BIND")?

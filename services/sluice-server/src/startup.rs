@@ -34,5 +34,14 @@ pub(crate) async fn state(
         io.close_all().await;
         return Err(e.context("running database migrations"));
     }
+    // `sluice_dependency_up` for every database and Redis connection,
+    // what the shipped alerts watch (deploy/prometheus/rules.yml); the
+    // task ends with `close_all`.
+    io.spawn_store_probes(PROBE_INTERVAL, PROBE_TIMEOUT);
     Ok(AppState::with_io(settings.server.clone(), io, prometheus)?)
 }
+
+/// How often the databases and Redis are pinged in the background.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long each ping may take before the dependency counts as down.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

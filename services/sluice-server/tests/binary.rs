@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+use sluice_metrics::names::PROMTOOL_EXPECTED_FINDING;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -466,7 +467,12 @@ async fn metrics_pass_promtool_and_the_openapi_document_validates() {
         text.contains("http_server_request_duration_seconds_bucket"),
         "{text}"
     );
-    assert!(text.contains("route=\"/users/{user_id}\""), "{text}");
+    assert!(text.contains("http_route=\"/users/{user_id}\""), "{text}");
+    // The background probe has pinged the database by now (it runs at once).
+    assert!(
+        text.contains("sluice_dependency_up{system=\"sqlite\",connection=\"primary\"} 1"),
+        "{text}"
+    );
     assert!(
         text.contains("db_client_operation_duration_seconds_bucket"),
         "{text}"
@@ -487,12 +493,17 @@ async fn metrics_pass_promtool_and_the_openapi_document_validates() {
         .write_all(text.as_bytes())
         .unwrap();
     let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
+    let report = format!(
         "{}{}",
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+    let findings: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty() && *l != PROMTOOL_EXPECTED_FINDING)
+        .collect();
+    assert!(findings.is_empty(), "{report}");
+    check_against_the_table(&text);
 
     let doc = c.get("/openapi.json").await;
     let dir = scratch();
@@ -549,5 +560,59 @@ fn help_lists_every_variable() {
         "--log-format",
     ] {
         assert!(help.contains(variable), "{variable} missing from --help");
+    }
+}
+
+/// Every series the live server exposes belongs to a metric of
+/// `sluice_metrics::names::METRICS`, with its type and exactly its labels
+/// (optional ones aside), and its `HELP` line; the docs' table is
+/// rendered from the same table.
+fn check_against_the_table(text: &str) {
+    use sluice_metrics::names::{METRICS, MetricType, OPTIONAL_LABELS};
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            let spec = METRICS.iter().find(|m| m.name == name);
+            assert_eq!(spec.map(|m| m.kind.as_str()), Some(kind), "{line}");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP"
+            );
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let series = line.rsplit_once(' ').unwrap().0;
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let spec = METRICS
+            .iter()
+            .find(|m| {
+                name == m.name
+                    || (m.kind == MetricType::Histogram
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name == format!("{}{s}", m.name)))
+            })
+            .unwrap_or_else(|| panic!("{name} is not in the table"));
+        let names: Vec<&str> = labels
+            .trim_end_matches('}')
+            .split("\",")
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split_once('=').unwrap().0)
+            .filter(|l| *l != "le")
+            .collect();
+        for label in &names {
+            assert!(
+                spec.labels.contains(label),
+                "{line}: {label} is not in the table"
+            );
+        }
+        for label in spec.labels {
+            assert!(
+                names.contains(label) || OPTIONAL_LABELS.contains(label),
+                "{line}: {label} missing"
+            );
+        }
     }
 }

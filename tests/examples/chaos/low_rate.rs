@@ -117,7 +117,8 @@ pub(crate) async fn upstream_low_rate(h: &mut Harness, how: DeadUpstream) -> Res
     // The server's own clock: requests it answered within 5 ms, from its
     // request-duration histogram (the client's figures add a new TCP
     // connection and the wake-up of two idle processes).
-    let labels = ["route=\"/external-data/{data_id}\"", "status_class=\"5xx\""];
+    // Every 5xx series has an `error_type`.
+    let labels = ["http_route=\"/external-data/{data_id}\"", "error_type=\""];
     let answered = server
         .metric_with("http_server_request_duration_seconds_count", &labels)
         .await;
@@ -210,7 +211,10 @@ pub(crate) async fn redis_low_rate(h: &mut Harness, how: DeadRedis) -> Result<Ve
     }
     // The server's own clock for reads: how many took ≥ 100 ms (waited on
     // Redis) and ≥ 5 ms, before and after the shots below.
-    let read_labels = ["route=\"/users/{user_id}\"", "status_class=\"2xx\""];
+    let read_labels = [
+        "http_route=\"/users/{user_id}\"",
+        "http_response_status_code=\"200\"",
+    ];
     let server_reads = || async {
         let total = server
             .metric_with("http_server_request_duration_seconds_count", &read_labels)

@@ -23,7 +23,9 @@ use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 use tracing::instrument::{Instrument, Instrumented};
 
-use crate::error::REQUEST_ID;
+use sluice_metrics::server::ServedRequest;
+
+use crate::error::{ErrorType, REQUEST_ID};
 
 /// The request header that carries a client's id, echoed on the response.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -50,14 +52,28 @@ fn request_id(req: &Request) -> Arc<str> {
 }
 
 /// See the module documentation.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RequestContextLayer;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestContextLayer {
+    scheme: &'static str,
+}
+
+impl RequestContextLayer {
+    /// For a server served over TLS when `https`.
+    pub(crate) fn new(https: bool) -> Self {
+        Self {
+            scheme: if https { "https" } else { "http" },
+        }
+    }
+}
 
 impl<S> Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner }
+        RequestContext {
+            inner,
+            scheme: self.scheme,
+        }
     }
 }
 
@@ -65,6 +81,7 @@ impl<S> Layer<S> for RequestContextLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestContext<S> {
     inner: S,
+    scheme: &'static str,
 }
 
 impl<S, B> Service<Request> for RequestContext<S>
@@ -98,6 +115,7 @@ where
             id,
             method,
             route,
+            scheme: self.scheme,
         }
     }
 }
@@ -111,6 +129,7 @@ pin_project_lite::pin_project! {
         id: Arc<str>,
         method: Method,
         route: Option<MatchedPath>,
+        scheme: &'static str,
     }
 }
 
@@ -131,8 +150,18 @@ where
         }
         let elapsed = this.started.elapsed();
         let status = response.status().as_u16();
-        let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        sluice_metrics::server::record_request(route, this.method.as_str(), status, elapsed);
+        let matched = this.route.as_ref().map(MatchedPath::as_str);
+        sluice_metrics::server::record_request(
+            ServedRequest {
+                route: matched,
+                method: this.method.as_str(),
+                scheme: this.scheme,
+                status,
+                error_type: response.extensions().get::<ErrorType>().map(|e| e.0),
+            },
+            elapsed,
+        );
+        let route = matched.unwrap_or("unmatched");
         tracing::info!(
             request_id = %this.id,
             method = %this.method,

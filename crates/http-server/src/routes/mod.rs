@@ -73,7 +73,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     let edge = ServiceBuilder::new()
-        .layer(RequestContextLayer)
+        .layer(RequestContextLayer::new(config.https))
         .layer(CatchPanicLayer::custom(guard::panicked))
         .layer(HandleErrorLayer::new(guard::layer_error))
         .layer(TimeoutLayer::new(config.request_timeout))

@@ -18,7 +18,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use sluice_metrics::PoolMetrics;
+use sluice_metrics::HttpPoolMetrics;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
@@ -45,13 +45,21 @@ pub struct HttpPoolConfig {
     /// A PEM file of CA certificates to trust instead of the bundled
     /// Mozilla roots.
     pub ca_file: Option<PathBuf>,
+    /// The upstream's host, for the `server_address` metric label.
+    /// Default: the name.
+    pub server_address: String,
+    /// The upstream's port, for the `server_port` metric label. Default 0.
+    pub server_port: u16,
 }
 
 impl HttpPoolConfig {
     /// Defaults for the upstream `name`.
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         Self {
-            name: name.into(),
+            server_address: name.clone(),
+            server_port: 0,
+            name,
             max_connections: 100,
             idle_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
@@ -77,7 +85,7 @@ struct Inner {
     max: u32,
     open: Arc<AtomicU32>,
     waiting: AtomicU32,
-    metrics: PoolMetrics,
+    metrics: HttpPoolMetrics,
 }
 
 impl std::fmt::Debug for HttpPool {
@@ -143,7 +151,7 @@ impl HttpPool {
                 max: config.max_connections,
                 open,
                 waiting: AtomicU32::new(0),
-                metrics: PoolMetrics::new(&config.name),
+                metrics: HttpPoolMetrics::new(&config.server_address, config.server_port),
             }),
         })
     }
@@ -202,12 +210,9 @@ impl HttpPool {
         // Boxed: hyper-util's request future is large (see SqlPool::acquire).
         Box::pin(inner.client.request(request))
             .await
-            .map_err(|source| {
-                let connect = source.is_connect();
-                if connect {
-                    inner.metrics.connected(false);
-                }
-                SendError { connect, source }
+            .map_err(|source| SendError {
+                connect: source.is_connect(),
+                source,
             })
     }
 
@@ -230,7 +235,7 @@ impl HttpPool {
         };
         inner
             .metrics
-            .sizes(stats.idle, stats.in_use, stats.max, stats.waiting);
+            .sizes(stats.in_use.min(size), stats.idle, stats.waiting);
         stats
     }
 }
