@@ -20,6 +20,7 @@ pub(crate) fn run() -> Result<()> {
         crate::cargo().args(["fmt", "--all", "--", "--check"]),
     )?;
     crate::layers::run()?;
+    crate::rules::run()?;
     crate::run_step(
         "cargo clippy",
         crate::cargo().args([

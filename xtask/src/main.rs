@@ -8,6 +8,7 @@ mod chaos;
 mod ci;
 mod layers;
 mod load;
+mod rules;
 mod schema;
 mod test;
 
@@ -20,7 +21,7 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  ci                 everything CI runs: fmt, clippy, layering, docs, tests
+  ci                 everything CI runs: fmt, clippy, layering, rules, docs, tests
                      against provisioned PostgreSQL and Redis, schemathesis
                      against the live server (SQLite, PostgreSQL), cargo deny
   test [ARGS…]       provision throw-away PostgreSQL and Redis (or use
@@ -29,6 +30,8 @@ commands:
   schema             schemathesis against the live server from its own
                      /openapi.json, on SQLite and on PostgreSQL + Redis
   layers             check that crate dependencies only point down the layers
+  rules              promtool check and test the shipped Prometheus rules
+                     (deploy/prometheus), every alert tested firing and silent
   bench [NAME…]      benchmarks quoted in the docs: `metrics` (recording
                      cost), `retry` (outage simulation + policy overhead),
                      `db` (sluice-db vs sqlx on a provisioned PostgreSQL),
@@ -53,6 +56,7 @@ fn main() -> Result<()> {
         "ci" => ci::run(),
         "test" => test::run(rest),
         "layers" => layers::run(),
+        "rules" => rules::run(),
         "schema" => schema::run_alone(),
         "bench" => bench::run(rest),
         "chaos" => chaos::run(rest),
