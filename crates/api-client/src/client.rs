@@ -33,6 +33,8 @@ pub struct ApiClient {
 }
 
 pub(crate) struct Inner {
+    /// The upstream's host: the client span's `server.address`.
+    server_address: Arc<str>,
     pub(crate) name: Arc<str>,
     origin_and_base: String,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -127,6 +129,7 @@ impl ApiClient {
         let origin_and_base = config.base_url.as_str().trim_end_matches('/').to_owned();
         Ok(Self {
             inner: Arc::new(Inner {
+                server_address: Arc::from(server_address.as_str()),
                 name: Arc::from(config.name.as_str()),
                 origin_and_base,
                 headers,
@@ -305,14 +308,37 @@ impl ApiClient {
     }
 
     async fn attempt(&self, request: &ApiRequest, slot: &HttpSlot) -> Result<ApiResponse> {
-        let http_request = self.build(request)?;
+        let mut http_request = self.build(request)?;
         let started = Instant::now();
         let kind = if matches!(request.method, Method::GET | Method::HEAD) {
             OpKind::Read
         } else {
             OpKind::Write
         };
-        let outcome = self.exchange(slot, http_request).await;
+        // One client span per attempt, with OpenTelemetry's attributes;
+        // its context goes out as `traceparent` when tracing is on.
+        let span = tracing::debug_span!(
+            "http_client",
+            otel.name = request.method.as_str(),
+            otel.kind = "client",
+            http.request.method = request.method.as_str(),
+            server.address = &*self.inner.server_address,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        if sluice_metrics::trace_context::enabled() {
+            inject_trace_context(&span, http_request.headers_mut());
+        }
+        let outcome =
+            tracing::Instrument::instrument(self.exchange(slot, http_request), span.clone()).await;
+        match &outcome {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status);
+            }
+            Err(e) => {
+                span.record("error.type", e.error_class());
+            }
+        }
         let response = outcome
             .as_ref()
             .map(|r| r.status)
@@ -438,4 +464,14 @@ impl Drop for Joined<'_> {
             drop(cell);
         }
     }
+}
+
+/// Writes `span`'s trace context into `headers` (W3C `traceparent` and
+/// `tracestate`, through the global propagator the binary installed).
+fn inject_trace_context(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers));
+    });
 }

@@ -11,6 +11,7 @@
 //! - [`HttpPoolMetrics`]: upstream connections and waits.
 //! - [`ResilienceMetrics`]: retry attempts, give-ups and breaker state.
 //! - [`dependency_up`]: the health probe result of each dependency.
+//! - [`trace_context`]: the process-wide switch for trace propagation.
 //! - [`names`]: the table of every metric, its labels and buckets.
 
 mod connection;
@@ -26,6 +27,7 @@ mod resilience;
 pub mod server;
 mod snapshot;
 mod timed;
+pub mod trace_context;
 
 pub use connection::ConnectionMetrics;
 pub use dependency::dependency_up;

@@ -13,8 +13,9 @@ impl ConnectionMetrics {
     /// Runs `operation`, records its duration and outcome, and returns its
     /// result unchanged.
     ///
-    /// The operation runs inside a `tracing` span `io` with the backend,
-    /// connection and operation kind as fields; failures are logged at
+    /// The operation runs inside a `tracing` span `io` (a client span with
+    /// OpenTelemetry's `db.system.name`, `db.operation.name`, the pool name
+    /// and, on failure, `error.type`); failures are logged at
     /// `debug` with their error class (never the message, which may hold
     /// driver text). Time is read from `tokio::time::Instant`, so tests on a
     /// paused clock see exact durations. If the returned future is dropped before it finishes,
@@ -36,11 +37,16 @@ impl ConnectionMetrics {
         F: Future<Output = Result<T, E>>,
         E: ErrorClass,
     {
+        // OpenTelemetry's client-span attributes (`tracing-opentelemetry`
+        // maps `otel.*` to the span's name and kind).
         let span = tracing::debug_span!(
             "io",
-            backend = self.backend().as_str(),
-            connection = self.name(),
-            operation = kind.as_str(),
+            otel.name = %format_args!("{} {}", kind.as_str(), self.name()),
+            otel.kind = "client",
+            db.system.name = self.backend().as_str(),
+            db.operation.name = kind.as_str(),
+            db.client.connection.pool.name = self.name(),
+            error.type = tracing::field::Empty,
         );
         let mut guard = CancelGuard {
             metrics: self,
@@ -54,6 +60,7 @@ impl ConnectionMetrics {
             Ok(_) => Outcome::Ok,
             Err(e) => {
                 let class = e.error_class();
+                span.record("error.type", class);
                 span.in_scope(|| tracing::debug!(error_class = class, "io operation failed"));
                 Outcome::Error(class)
             }

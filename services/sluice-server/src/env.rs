@@ -105,6 +105,18 @@ pub(crate) const SERVER_VARIABLES: &[Variable] = &[
     ),
     Variable::new("SLUICE_TLS_KEY", ValueType::Text, "", "PEM private key"),
     Variable::new("RUST_LOG", ValueType::Text, "info", "log filter"),
+    Variable::new(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ValueType::Url,
+        "",
+        "OTLP/HTTP collector (http:// or https://): spans go to its /v1/traces, W3C trace context is continued and propagated; unset, nothing is traced",
+    ),
+    Variable::new(
+        "OTEL_SERVICE_NAME",
+        ValueType::Text,
+        "sluice-server",
+        "service.name of the exported spans",
+    ),
 ];
 
 /// Every table the server reads, its own first.
@@ -135,7 +147,10 @@ pub(crate) fn help() -> String {
 /// Whether `name` is one of the server's variables (so a value that is
 /// not UTF-8 stops start-up instead of being ignored).
 pub(crate) fn is_ours(name: &str) -> bool {
-    sluice_io::is_io_variable(name) || name.starts_with("SLUICE_") || name == "DATABASE_URL"
+    sluice_io::is_io_variable(name)
+        || name.starts_with("SLUICE_")
+        || name == "DATABASE_URL"
+        || name.starts_with("OTEL_")
 }
 
 /// `SLUICE_AUTH_TOKENS`: unset means no authentication; set, it must name
@@ -179,8 +194,19 @@ pub(crate) struct Settings {
     pub(crate) server: ServerConfig,
     /// Certificate chain and key files for HTTPS.
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    /// Where to export traces, when tracing is on.
+    pub(crate) traces: Option<Traces>,
     /// The variable that configured the primary database.
     database_variable: &'static str,
+}
+
+/// Trace export settings (`OTEL_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Traces {
+    /// The OTLP/HTTP traces URL: the endpoint with `/v1/traces`.
+    pub(crate) endpoint: String,
+    /// The `service.name` resource attribute.
+    pub(crate) service_name: String,
 }
 
 impl Settings {
@@ -320,6 +346,26 @@ impl Settings {
             }
         };
         server.https = tls.is_some();
+        let traces = match r.text("OTEL_EXPORTER_OTLP_ENDPOINT")? {
+            None => None,
+            Some(endpoint) => {
+                let url = url::Url::parse(&endpoint)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "OTEL_EXPORTER_OTLP_ENDPOINT",
+                            "not an http:// or https:// URL",
+                        )
+                    })?;
+                Some(Traces {
+                    endpoint: format!("{}/v1/traces", url.as_str().trim_end_matches('/')),
+                    service_name: r
+                        .text("OTEL_SERVICE_NAME")?
+                        .unwrap_or_else(|| "sluice-server".to_owned()),
+                })
+            }
+        };
         Ok(Self {
             bind: r
                 .address("SLUICE_BIND")?
@@ -327,6 +373,7 @@ impl Settings {
             io,
             server,
             tls,
+            traces,
             database_variable,
         })
     }

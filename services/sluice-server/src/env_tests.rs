@@ -282,8 +282,13 @@ fn every_variable_of_the_table_is_read() {
         ("SLUICE_TLS_CERT", "/cert.pem"),
         ("SLUICE_TLS_KEY", "/key.pem"),
         ("RUST_LOG", "debug"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        ("OTEL_SERVICE_NAME", "edge-7"),
     ])
     .unwrap();
+    let traces = s.traces.clone().unwrap();
+    assert_eq!(traces.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(traces.service_name, "edge-7");
     let p = s.primary().unwrap();
     assert_eq!(
         (p.host.as_str(), p.port, p.database.as_deref()),

@@ -3,6 +3,7 @@
 
 mod env;
 mod startup;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,20 +35,6 @@ struct Flags {
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn shutdown_signal() {
@@ -99,7 +86,6 @@ async fn main() -> ExitCode {
         Ok(flags) => flags,
         Err(e) => e.exit(),
     };
-    init_logging(flags.log_format);
     // One process-wide rustls provider (ring), before anything builds TLS.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // A variable of ours whose value is not UTF-8 is an error, not unset.
@@ -124,7 +110,16 @@ async fn main() -> ExitCode {
     if let Some(bind) = flags.bind {
         settings.bind = bind;
     }
-    match run(settings).await {
+    let telemetry = match telemetry::init(flags.log_format, settings.traces.as_ref()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("sluice-server: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = run(settings).await;
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice-server: {e:#}");

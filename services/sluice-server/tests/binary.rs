@@ -616,3 +616,194 @@ fn check_against_the_table(text: &str) {
         }
     }
 }
+
+/// A local HTTP server answering every request with `answer`, keeping
+/// each request's headers and body; for the OTLP receiver and the
+/// upstream of the trace test.
+struct Recorder {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
+}
+
+impl Recorder {
+    async fn start(content_type: &'static str, answer: &'static [u8]) -> Self {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>> =
+            std::sync::Arc::default();
+        let kept = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let kept = std::sync::Arc::clone(&kept);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let kept = std::sync::Arc::clone(&kept);
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                kept.lock().unwrap().push((parts.headers, body));
+                                hyper::Response::builder()
+                                    .header("content-type", content_type)
+                                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                        answer,
+                                    )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+}
+
+/// Traces: a `traceparent` is continued (the upstream gets the same trace
+/// id under a new parent span id), the access log names the trace, and
+/// the spans reach an OTLP/HTTP receiver as real protobuf — a server span
+/// per request with the database and upstream client spans as its
+/// children, all in the caller's trace.
+#[tokio::test]
+async fn traces_continue_the_callers_trace_and_reach_an_otlp_receiver() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    let receiver = Recorder::start("application/x-protobuf", b"").await;
+    let upstream = Recorder::start("application/json", br#"{"id":"t1","value":1}"#).await;
+    let running = start(
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{}", receiver.addr),
+            ),
+            ("OTEL_SERVICE_NAME", "trace-test".to_owned()),
+            ("API_EXTERNAL_BASE_URL", format!("http://{}", upstream.addr)),
+        ],
+        &[],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let headers = [("traceparent", traceparent.as_str())];
+    let c = running.client.clone();
+    let proxied = c
+        .send(http::Method::GET, "/external-data/t1", &headers, "")
+        .await;
+    assert_eq!(proxied.status, 200, "{:?}", proxied.body);
+    let created = c
+        .send(
+            http::Method::POST,
+            "/users",
+            &[headers[0], ("content-type", "application/json")],
+            r#"{"name":"Ada","email":"ada@trace.test"}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // A request without a traceparent starts a trace of its own.
+    assert_eq!(c.get("/users/1").await.status, 200);
+
+    // The upstream saw the caller's trace, with a new parent: the
+    // server's client span.
+    let sent: Vec<String> = upstream
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(h, _)| h.get("traceparent")?.to_str().ok().map(str::to_owned))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let parts: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", trace_id, "01"),
+        "{sent:?}"
+    );
+    assert_ne!(parts[2], caller_span);
+    assert_eq!(parts[2].len(), 16);
+
+    let (status, log) = tokio::task::spawn_blocking(move || terminate(running))
+        .await
+        .unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains(&format!("trace_id={trace_id}")), "{log}");
+
+    // Shutdown flushed the spans.
+    let mut spans = Vec::new();
+    for (headers, body) in receiver.seen.lock().unwrap().iter() {
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        let export = ExportTraceServiceRequest::decode(body.as_ref()).expect("OTLP protobuf");
+        for resource in export.resource_spans {
+            let service = resource
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{:?}", v.value));
+            assert!(service.unwrap_or_default().contains("trace-test"));
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+    let ours: Vec<_> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == trace_id)
+        .collect();
+    let servers: Vec<_> = ours.iter().filter(|s| s.kind == SERVER).collect();
+    assert_eq!(servers.len(), 2, "{ours:#?}");
+    for server in &servers {
+        assert_eq!(hex(&server.parent_span_id), caller_span, "{server:?}");
+    }
+    let child_of_a_server = |s: &&&opentelemetry_proto::tonic::trace::v1::Span| {
+        s.kind == CLIENT && servers.iter().any(|p| p.span_id == s.parent_span_id)
+    };
+    let attr = |s: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
+        s.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    };
+    let db = ours
+        .iter()
+        .filter(child_of_a_server)
+        .find(|s| attr(s, "db.system.name").contains("sqlite"))
+        .unwrap_or_else(|| panic!("no database span under a server span: {ours:#?}"));
+    assert!(attr(db, "db.operation.name").contains('"'), "{db:?}");
+    let http = ours
+        .iter()
+        .filter(child_of_a_server)
+        .find(|s| attr(s, "http.request.method").contains("GET"))
+        .unwrap_or_else(|| panic!("no upstream client span under a server span: {ours:#?}"));
+    assert_eq!(
+        hex(&http.span_id),
+        parts[2],
+        "the upstream's parent is the client span"
+    );
+    assert!(
+        attr(http, "http.response.status_code").contains("200"),
+        "{http:?}"
+    );
+    // The untraced request got a trace of its own.
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.kind == SERVER && hex(&s.trace_id) != trace_id),
+        "{spans:#?}"
+    );
+}

@@ -10,6 +10,7 @@
 
 #![allow(missing_docs)]
 
+mod alerts;
 mod attack;
 mod cancel;
 mod drills;
@@ -42,6 +43,7 @@ const DRILLS: &[&str] = &[
     "redis-hung-1rps",
     "redis-killed-1rps",
     "cancelled-requests",
+    "alerts",
 ];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -92,6 +94,7 @@ async fn main() {
             "redis-hung-1rps" => low_rate::redis_low_rate(&mut harness, DeadRedis::Hung).await,
             "redis-killed-1rps" => low_rate::redis_low_rate(&mut harness, DeadRedis::Killed).await,
             "cancelled-requests" => cancel::cancelled_requests(&mut harness).await,
+            "alerts" => alerts::alerts(&mut harness).await,
             _ => idle::idle_sockets(&mut harness).await,
         };
         match result {

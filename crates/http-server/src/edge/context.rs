@@ -100,12 +100,21 @@ where
         let id = request_id(&req);
         let method = req.method().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
+        let route_name = route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let span = tracing::info_span!(
             "request",
+            otel.name = %format_args!("{method} {route_name}"),
+            otel.kind = "server",
             request_id = %id,
             method = %method,
-            route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            route = route_name,
+            url.scheme = self.scheme,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
         );
+        if sluice_metrics::trace_context::enabled() {
+            continue_trace(&span, req.headers());
+        }
         let inner = REQUEST_ID
             .scope(id.clone(), self.inner.call(req))
             .instrument(span);
@@ -140,8 +149,8 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = match ready!(this.inner.poll(cx)) {
+        let mut this = self.project();
+        let mut response = match ready!(this.inner.as_mut().poll(cx)) {
             Ok(response) => response,
             Err(e) => return Poll::Ready(Err(e)),
         };
@@ -162,6 +171,25 @@ where
             elapsed,
         );
         let route = matched.unwrap_or("unmatched");
+        let error_type = response.extensions().get::<ErrorType>().map(|e| e.0);
+        let span = this.inner.span();
+        span.record("http.response.status_code", status);
+        if let Some(error_type) = error_type {
+            span.record("error.type", error_type);
+        }
+        if sluice_metrics::trace_context::enabled() {
+            let trace_id = trace_id(span);
+            tracing::info!(
+                request_id = %this.id,
+                trace_id = %trace_id,
+                method = %this.method,
+                route,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+            return Poll::Ready(Ok(response));
+        }
         tracing::info!(
             request_id = %this.id,
             method = %this.method,
@@ -172,6 +200,23 @@ where
         );
         Poll::Ready(Ok(response))
     }
+}
+
+/// Makes `span` continue the W3C trace context of `headers`
+/// (`traceparent`, `tracestate`); without one, it starts a new trace.
+fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// The trace id of `span` (32 hex digits), for the access log.
+fn trace_id(span: &tracing::Span) -> opentelemetry::trace::TraceId {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.context().span().span_context().trace_id()
 }
 
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! Logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, traces.
+//!
+//! Logs: one `fmt` layer (text or JSON) filtered by `RUST_LOG`. Traces: a
+//! `tracing-opentelemetry` layer of its own, filtered to Sluice's spans
+//! (the request span and a client span per database, cache and upstream
+//! operation), batched and exported over OTLP/HTTP (protobuf) through
+//! hyper and the process's rustls. With traces on, the server continues a
+//! W3C `traceparent` it receives and the API client sends one on every
+//! outbound request; with them off, no span goes anywhere and the only
+//! cost is one relaxed load per request (`sluice_metrics::trace_context`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::LogFormat;
+use crate::env::Traces;
+
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What must be flushed at exit.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still queued (at shutdown).
+    pub(crate) fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "flushing traces failed");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs, and traces when configured.
+/// Must run inside the tokio runtime (the span exporter runs on it).
+pub(crate) fn init(format: LogFormat, traces: Option<&Traces>) -> Result<Telemetry> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    };
+    let Some(traces) = traces else {
+        tracing_subscriber::registry().with(logs).init();
+        return Ok(Telemetry { provider: None });
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = opentelemetry_http::hyper::HyperClient::new(connector, EXPORT_TIMEOUT, None);
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(traces.endpoint.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the span exporter")?;
+    let processor =
+        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(traces.service_name.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("sluice-server");
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Sluice's spans only: the request span (info) and the I/O client
+    // spans (debug), not the drivers' internals.
+    let spans = Targets::new()
+        .with_target("sluice", LevelFilter::DEBUG)
+        .with_default(LevelFilter::OFF);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(spans);
+    tracing_subscriber::registry().with(logs).with(otel).init();
+    sluice_metrics::trace_context::set_enabled(true);
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
+}
