@@ -42,7 +42,8 @@ commands:
                      pass/fail goals: postgres-stop, postgres-freeze,
                      postgres-kill-reads, redis-kill, upstream-errors,
                      upstream-outage, postgres-kill, sigterm, slow-clients,
-                     idle-sockets, batch-memory (default: all; about 4 minutes;
+                     idle-sockets, batch-memory, alerts (a real Prometheus with
+                     the shipped rules; default: all; about 6 minutes;
                      SLUICE_CHAOS_LOG sets the server's RUST_LOG)
 ";
 
