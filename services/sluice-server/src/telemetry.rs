@@ -1,10 +1,10 @@
 //! Logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, traces.
 //!
 //! Logs: one `fmt` layer (text or JSON) filtered by `RUST_LOG`. Traces: a
-//! `tracing-opentelemetry` layer of its own, filtered to Sluice's spans
-//! (the request span and a client span per database, cache and upstream
-//! operation), batched and exported over OTLP/HTTP (protobuf) through
-//! hyper and the process's rustls. With traces on, the server continues a
+//! `tracing-opentelemetry` layer beside it, under the same filter plus the
+//! debug-level client spans of Sluice (a span per database, cache and
+//! upstream operation), batched and exported over OTLP/HTTP (protobuf)
+//! through hyper and the process's rustls. With traces on, the server continues a
 //! W3C `traceparent` it receives and the API client sends one on every
 //! outbound request; with them off, no span goes anywhere and the only
 //! cost is one relaxed load per request (`sluice_metrics::trace_context`).
@@ -17,13 +17,16 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::LogFormat;
 use crate::env::Traces;
+
+/// The modules whose client spans are at debug level.
+const TRACED_AT_DEBUG: &str = "sluice_metrics::timed=debug,sluice_api_client::client=debug";
 
 /// How long one export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,17 +51,20 @@ impl Telemetry {
 /// Installs the global subscriber: logs, and traces when configured.
 /// Must run inside the tokio runtime (the span exporter runs on it).
 pub(crate) fn init(format: LogFormat, traces: Option<&Traces>) -> Result<Telemetry> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Text => fmt.with_filter(filter).boxed(),
-        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
-    };
     let Some(traces) = traces else {
-        tracing_subscriber::registry().with(logs).init();
+        // Logs only: `RUST_LOG` filters globally, so disabled spans and
+        // events cost nothing at all.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            )
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr);
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
         return Ok(Telemetry { provider: None });
     };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -87,15 +93,27 @@ pub(crate) fn init(format: LogFormat, traces: Option<&Traces>) -> Result<Telemet
         .build();
     let tracer = provider.tracer("sluice-server");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    // Sluice's spans only: the request span (info) and the I/O client
-    // spans (debug), not the drivers' internals.
-    let spans = Targets::new()
-        .with_target("sluice", LevelFilter::DEBUG)
-        .with_default(LevelFilter::OFF);
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(spans);
-    tracing_subscriber::registry().with(logs).with(otel).init();
+    // One global filter for both layers: `RUST_LOG`, plus the two
+    // modules whose client spans are at debug (per-layer filters lost
+    // some log events in tracing-subscriber 0.3.23). With traces on, the
+    // debug events of those two modules (a failed I/O operation's class)
+    // are logged too.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let filter = EnvFilter::try_new(format!("{directives},{TRACED_AT_DEBUG}"))
+        .context("RUST_LOG: not a valid filter")?;
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(otel)
+        .with(filter)
+        .init();
     sluice_metrics::trace_context::set_enabled(true);
     Ok(Telemetry {
         provider: Some(provider),

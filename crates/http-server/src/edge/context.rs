@@ -23,7 +23,7 @@ use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 use tracing::instrument::{Instrument, Instrumented};
 
-use sluice_metrics::server::ServedRequest;
+use sluice_metrics::server::{ServedRequest, ServerMetrics};
 
 use crate::error::{ErrorType, REQUEST_ID};
 
@@ -52,16 +52,19 @@ fn request_id(req: &Request) -> Arc<str> {
 }
 
 /// See the module documentation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RequestContextLayer {
     scheme: &'static str,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl RequestContextLayer {
-    /// For a server served over TLS when `https`.
+    /// For a server served over TLS when `https`. Registers its metric
+    /// handles with the recorder installed now.
     pub(crate) fn new(https: bool) -> Self {
         Self {
             scheme: if https { "https" } else { "http" },
+            metrics: Arc::new(ServerMetrics::new()),
         }
     }
 }
@@ -73,6 +76,7 @@ impl<S> Layer<S> for RequestContextLayer {
         RequestContext {
             inner,
             scheme: self.scheme,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -82,6 +86,7 @@ impl<S> Layer<S> for RequestContextLayer {
 pub(crate) struct RequestContext<S> {
     inner: S,
     scheme: &'static str,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl<S, B> Service<Request> for RequestContext<S>
@@ -101,20 +106,30 @@ where
         let method = req.method().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
         let route_name = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let span = tracing::info_span!(
-            "request",
-            otel.name = %format_args!("{method} {route_name}"),
-            otel.kind = "server",
-            request_id = %id,
-            method = %method,
-            route = route_name,
-            url.scheme = self.scheme,
-            http.response.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
-        if sluice_metrics::trace_context::enabled() {
+        let span = if sluice_metrics::trace_context::enabled() {
+            // OpenTelemetry's server-span attributes, only when traces are
+            // exported: every field here is also formatted by the log layer.
+            let span = tracing::info_span!(
+                "request",
+                otel.name = %format_args!("{method} {route_name}"),
+                otel.kind = "server",
+                request_id = %id,
+                method = %method,
+                route = route_name,
+                url.scheme = self.scheme,
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
             continue_trace(&span, req.headers());
-        }
+            span
+        } else {
+            tracing::info_span!(
+                "request",
+                request_id = %id,
+                method = %method,
+                route = route_name,
+            )
+        };
         let inner = REQUEST_ID
             .scope(id.clone(), self.inner.call(req))
             .instrument(span);
@@ -125,6 +140,7 @@ where
             method,
             route,
             scheme: self.scheme,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -139,6 +155,7 @@ pin_project_lite::pin_project! {
         method: Method,
         route: Option<MatchedPath>,
         scheme: &'static str,
+        metrics: Arc<ServerMetrics>,
     }
 }
 
@@ -160,7 +177,7 @@ where
         let elapsed = this.started.elapsed();
         let status = response.status().as_u16();
         let matched = this.route.as_ref().map(MatchedPath::as_str);
-        sluice_metrics::server::record_request(
+        this.metrics.record(
             ServedRequest {
                 route: matched,
                 method: this.method.as_str(),
@@ -171,13 +188,12 @@ where
             elapsed,
         );
         let route = matched.unwrap_or("unmatched");
-        let error_type = response.extensions().get::<ErrorType>().map(|e| e.0);
-        let span = this.inner.span();
-        span.record("http.response.status_code", status);
-        if let Some(error_type) = error_type {
-            span.record("error.type", error_type);
-        }
         if sluice_metrics::trace_context::enabled() {
+            let span = this.inner.span();
+            span.record("http.response.status_code", status);
+            if let Some(ErrorType(error_type)) = response.extensions().get::<ErrorType>() {
+                span.record("error.type", *error_type);
+            }
             let trace_id = trace_id(span);
             tracing::info!(
                 request_id = %this.id,
