@@ -14,7 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod pgbouncer;
+mod redis_ha;
+mod replica;
 pub use pgbouncer::TempPgBouncer;
+pub use redis_ha::{SENTINEL_SERVICE, TempRedisCluster, TempRedisSentinel};
 
 /// Why a server could not be started.
 #[derive(Debug)]

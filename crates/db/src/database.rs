@@ -161,7 +161,13 @@ fn finish<T, E: Into<DbError>>(
     outcome: std::result::Result<std::result::Result<T, E>, sluice_pool::Error>,
 ) -> Result<T> {
     match outcome {
-        Ok(result) => result.map_err(Into::into),
+        Ok(result) => result.map_err(|e| {
+            let e = e.into();
+            if matches!(e, DbError::ReadOnly(_)) {
+                conn.found_read_only();
+            }
+            e
+        }),
         Err(down) => {
             conn.discard();
             Err(down.into())

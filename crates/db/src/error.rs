@@ -38,6 +38,12 @@ pub enum DbError {
     /// The connection was lost mid-operation.
     #[error("database connection lost")]
     ConnectionLost(#[source] sqlx::Error),
+    /// The server refused a write because it is read-only (SQLSTATE
+    /// 25006): a standby, or a primary being failed over. With several
+    /// hosts and `target_session_attrs=read-write` the pool moves to the
+    /// writable one (see `sluice-pool`); the caller may retry.
+    #[error("database server is read-only")]
+    ReadOnly(#[source] sqlx::Error),
     /// A transaction kept losing to concurrent ones (serialization failure,
     /// deadlock, SQLite busy) after its retries.
     #[error("database busy: concurrent transactions conflicted")]
@@ -62,7 +68,10 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            DbError::Unavailable(_) | DbError::ConnectionLost(_) | DbError::Busy(_)
+            DbError::Unavailable(_)
+                | DbError::ConnectionLost(_)
+                | DbError::Busy(_)
+                | DbError::ReadOnly(_)
         )
     }
 
@@ -104,6 +113,9 @@ impl From<sqlx::Error> for DbError {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 if is_busy_code(&code) {
                     return DbError::Busy(error);
+                }
+                if code == "25006" {
+                    return DbError::ReadOnly(error);
                 }
                 match db.kind() {
                     ErrorKind::UniqueViolation => {
@@ -151,7 +163,9 @@ impl Classify for DbError {
     /// caller's input decides (not found, conflict, invalid) is permanent.
     fn class(&self) -> Class {
         match self {
-            DbError::Busy(_) | DbError::ConnectionLost(_) => Class::Transient,
+            DbError::Busy(_) | DbError::ConnectionLost(_) | DbError::ReadOnly(_) => {
+                Class::Transient
+            }
             DbError::Unavailable(e) => e.class(),
             _ => Class::Permanent,
         }
@@ -171,6 +185,7 @@ impl ErrorClass for DbError {
             DbError::Unavailable(_) => "unavailable",
             DbError::ConnectionLost(_) => "connection_lost",
             DbError::Busy(_) => "busy",
+            DbError::ReadOnly(_) => "read_only",
             DbError::Other(_) => "other",
         }
     }

@@ -210,14 +210,16 @@ impl Transaction<'_> {
     }
 }
 
-/// One attempt's error; only lost races between transactions are retried
-/// (a connection lost mid-commit may or may not have committed).
+/// One attempt's error; only lost races between transactions and writes
+/// a read-only server refused (nothing committed: the pool has moved to
+/// the writable server meanwhile) are retried. A connection lost
+/// mid-commit may or may not have committed.
 struct Attempt(DbError);
 
 impl Classify for Attempt {
     fn class(&self) -> Class {
         match self.0 {
-            DbError::Busy(_) => Class::Transient,
+            DbError::Busy(_) | DbError::ReadOnly(_) => Class::Transient,
             _ => Class::Permanent,
         }
     }
@@ -307,6 +309,8 @@ impl Database {
             // Its protocol state is unknown: closed, not returned; the
             // server rolls back what it had when the connection goes.
             conn.discard();
+        } else if matches!(outcome, Err(DbError::ReadOnly(_))) {
+            conn.found_read_only();
         }
         outcome
     }

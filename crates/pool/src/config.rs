@@ -259,7 +259,13 @@ impl ConnectionConfig {
                     format!("scheme does not match the {} backend", self.kind.as_str()),
                 ));
             }
-            if self.kind != Kind::Sqlite && url::Url::parse(url.expose()).is_err() {
+            // Several PostgreSQL hosts are not a URL to the `url` crate:
+            // the URL with its first host must be.
+            let checked = match self.kind {
+                Kind::Postgres => crate::hosts::split_url(url.expose())?.url,
+                _ => url.expose().clone(),
+            };
+            if self.kind != Kind::Sqlite && url::Url::parse(&checked).is_err() {
                 return Err(Error::config("url", "not a valid URL"));
             }
             // What the driver itself refuses (`sslmode=bogus`, a bad port
@@ -267,7 +273,7 @@ impl ConnectionConfig {
             // connect. Its message could quote the URL: not passed on.
             #[cfg(feature = "sql")]
             if self.kind == Kind::Postgres
-                && <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url.expose())
+                && <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&checked)
                     .is_err()
             {
                 return Err(Error::config(
@@ -298,14 +304,14 @@ impl ConnectionConfig {
     /// credentials.
     pub fn describe(&self) -> String {
         if let Some(url) = &self.url {
-            return format!(
-                "{} {}",
-                self.kind.as_str(),
-                crate::secret::redact_url(url.expose())
-                    .split('@')
-                    .next_back()
-                    .unwrap_or("")
-            );
+            let redacted = crate::secret::redact_url(url.expose());
+            let shown = match url::Url::parse(url.expose()) {
+                Ok(_) => redacted.split('@').next_back().unwrap_or("").to_owned(),
+                // Several hosts (`db1:5432,db2:5432`) are not a URL to the
+                // `url` crate: show the hosts and the path, nothing else.
+                Err(_) => hosts_and_path(url.expose()).unwrap_or(redacted),
+            };
+            return format!("{} {shown}", self.kind.as_str());
         }
         match self.kind {
             Kind::Sqlite => format!("sqlite {}", self.database.as_deref().unwrap_or(":memory:")),
@@ -318,6 +324,15 @@ impl ConnectionConfig {
             ),
         }
     }
+}
+
+/// `db1:5432,db2/app` out of `postgres://user:pw@db1:5432,db2/app?…`.
+fn hosts_and_path(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let rest = rest.split('?').next().unwrap_or(rest);
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!("{hosts}{path}"))
 }
 
 /// The backend a URL's scheme names.
@@ -381,6 +396,17 @@ mod tests {
             "{}",
             c.describe()
         );
+        let several = ConnectionConfig::from_url(
+            "primary",
+            "postgres://ada:p@ss@db1:5432,db2:5433/app?password=hunter2&target_session_attrs=read-write",
+        )
+        .unwrap();
+        let shown = format!("{several:?} {}", several.describe());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("p@ss"),
+            "{shown}"
+        );
+        assert_eq!(several.describe(), "postgresql db1:5432,db2:5433/app");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`ConnectionConfig`] (`config.rs`, `env.rs`): one configuration for
 //!   every backend, from fields, a URL, or the design's variables.
-//! - [`SqlPool`] (`sql.rs`): PostgreSQL and SQLite on sqlx.
+//! - [`SqlPool`] (`sql.rs`): PostgreSQL and SQLite on sqlx; several
+//!   PostgreSQL hosts and failover (`servers.rs`), outage detection
+//!   (`outage.rs`).
 //! - [`RedisPool`] (`redis.rs`): Redis on fred.
 //! - [`HttpPool`] (`http/`): outbound HTTP on hyper-util and rustls.
 //! - [`Pools`] (`registry.rs`): pools by name; [`PoolStats`] (`stats.rs`).
@@ -14,6 +16,7 @@
 
 mod config;
 mod error;
+mod hosts;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "sql")]
@@ -25,6 +28,8 @@ mod registry;
 #[cfg(any(feature = "redis", feature = "http"))]
 mod roots;
 mod secret;
+#[cfg(feature = "sql")]
+mod servers;
 #[cfg(feature = "sql")]
 mod sql;
 mod stats;

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 use tokio::sync::watch;
+
+use crate::servers::Servers;
 
 /// How long an acquire may take before the gate checks the server.
 /// A healthy connect to a nearby server takes a few milliseconds.
@@ -60,17 +60,35 @@ pub(crate) struct OutageGate {
     answered_at: Mutex<Option<Instant>>,
     connect_timeout: Duration,
     reprobe: Duration,
+    /// The hosts a probe tries (one, unless several are configured).
+    servers: Arc<Servers>,
 }
 
 impl OutageGate {
-    pub(crate) fn new(connect_timeout: Duration, retry_delay: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        retry_delay: Duration,
+        servers: Arc<Servers>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             down: watch::Sender::new(false),
             probing: AtomicBool::new(false),
             answered_at: Mutex::new(None),
             connect_timeout,
             reprobe: reprobe_interval(retry_delay),
+            servers,
         })
+    }
+
+    /// The servers this gate probes.
+    pub(crate) fn servers(&self) -> &Arc<Servers> {
+        &self.servers
+    }
+
+    /// Looks for a server now (the one in use was found read-only),
+    /// unless a probe runs already.
+    pub(crate) fn recheck(self: &Arc<Self>) {
+        self.start_probe();
     }
 
     /// Whether the server is known to be down right now.
@@ -84,7 +102,7 @@ impl OutageGate {
     }
 
     /// Runs `acquire`; if it is still pending after `after`,
-    /// probes the server with `options` (one probe for every waiter, and
+    /// probes the servers (one probe for every waiter, and
     /// none within `reprobe` of a probe that found it answering: a busy
     /// pool costs at most a few extra connects a second) and gives up on
     /// `acquire` as soon as the server is found down.
@@ -92,7 +110,6 @@ impl OutageGate {
         self: &Arc<Self>,
         acquire: F,
         after: Duration,
-        options: impl FnOnce() -> Arc<PgConnectOptions>,
     ) -> Watched<F::Output> {
         tokio::pin!(acquire);
         if let Ok(result) = tokio::time::timeout(after, &mut acquire).await {
@@ -107,7 +124,7 @@ impl OutageGate {
             .map(|at| at.is_some_and(|at| at.elapsed() < self.reprobe))
             .unwrap_or(false);
         if !recently_answered {
-            self.start_probe(options());
+            self.start_probe();
         }
         let found_down = tokio::select! {
             result = &mut acquire => return Watched::Done(result),
@@ -123,36 +140,25 @@ impl OutageGate {
     }
 
     /// Starts the probe task unless one runs already.
-    fn start_probe(self: &Arc<Self>, options: Arc<PgConnectOptions>) {
+    fn start_probe(self: &Arc<Self>) {
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
         }
         let gate = Arc::downgrade(self);
-        tokio::spawn(probe(gate, options));
+        tokio::spawn(probe(gate));
     }
 }
 
-/// Connects until one connect succeeds; marks the server down after each
-/// failure and up after the success. Ends early when the pool is dropped.
-async fn probe(gate: Weak<OutageGate>, options: Arc<PgConnectOptions>) {
+/// Connects until one server answers (and is accepted: see
+/// [`Servers::find`]); marks the database down after each failure and up
+/// after the success. Ends early when the pool is dropped.
+async fn probe(gate: Weak<OutageGate>) {
     loop {
         let Some(g) = gate.upgrade() else { return };
         let (connect_timeout, reprobe) = (g.connect_timeout, g.reprobe);
+        let servers = Arc::clone(&g.servers);
         drop(g);
-        let answered = match tokio::time::timeout(connect_timeout, options.connect()).await {
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "outage probe: connect failed");
-                false
-            }
-            Err(_) => {
-                tracing::debug!(?connect_timeout, "outage probe: connect timed out");
-                false
-            }
-        };
+        let answered = servers.find(connect_timeout).await;
         let Some(g) = gate.upgrade() else { return };
         if answered {
             if let Ok(mut at) = g.answered_at.lock() {

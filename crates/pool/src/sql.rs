@@ -15,7 +15,9 @@ use sqlx::{Postgres, Sqlite};
 
 use crate::config::{ConnectionConfig, Kind, TlsMode};
 use crate::error::{ConnectError, Error, Result};
+use crate::hosts::TargetSession;
 use crate::outage::{OutageGate, PROBE_AFTER, PROBE_STATEMENT_AFTER, Watched};
+use crate::servers::Servers;
 use crate::stats::{PoolStats, Waiting};
 
 /// A pool of PostgreSQL or SQLite connections.
@@ -85,6 +87,24 @@ impl SqlConnection {
     }
 }
 
+impl SqlConnection {
+    /// Reports that a statement on this connection failed because the
+    /// server is read-only (SQLSTATE 25006). With
+    /// `target_session_attrs=read-write`, the server was demoted under
+    /// open connections: every connection opened before now is closed
+    /// instead of lent again, and the pool looks for the writable server
+    /// among its hosts. This connection is closed in any case.
+    pub fn found_read_only(&mut self) {
+        self.discard();
+        if let Driver::Postgres(_, gate) = &self.pool.inner.driver
+            && gate.servers().target() == TargetSession::ReadWrite
+        {
+            gate.servers().demoted();
+            gate.recheck();
+        }
+    }
+}
+
 impl Drop for SqlConnection {
     fn drop(&mut self) {
         self.pool.inner.metrics.used_for(self.since.elapsed());
@@ -109,8 +129,21 @@ impl SqlPool {
         let policy = config.connect_policy()?;
         let driver = match config.kind {
             Kind::Postgres => {
-                let options = postgres_options(config)?;
-                let pool_options = pool_options::<Postgres>(config, &metrics, true);
+                let servers = Arc::new(postgres_servers(config)?);
+                if servers.chooses() {
+                    // Start on the first host that answers and is accepted;
+                    // if none does yet, on the first (and the retries below
+                    // wait for it).
+                    servers.find(config.connect_timeout).await;
+                }
+                let options = servers.current();
+                let gate = OutageGate::new(
+                    config.connect_timeout,
+                    config.retry_delay,
+                    Arc::clone(&servers),
+                );
+                let checks = Arc::new(PgChecks(Arc::clone(&gate)));
+                let pool_options = pool_options::<Postgres>(config, &metrics, true, checks);
                 let pool = policy
                     .run(|_| {
                         let (pool_options, options) = (pool_options.clone(), options.clone());
@@ -124,14 +157,13 @@ impl SqlPool {
                     })
                     .await
                     .map_err(|source| connect_error(config, source))?;
-                Driver::Postgres(
-                    pool,
-                    OutageGate::new(config.connect_timeout, config.retry_delay),
-                )
+                servers.attach(&pool);
+                Driver::Postgres(pool, gate)
             }
             Kind::Sqlite => {
                 let (options, in_memory) = sqlite_options(config)?;
-                let mut pool_options = pool_options::<Sqlite>(config, &metrics, !in_memory);
+                let mut pool_options =
+                    pool_options::<Sqlite>(config, &metrics, !in_memory, Arc::new(NoChecks));
                 if in_memory {
                     // The database lives as long as one connection does.
                     pool_options = pool_options.min_connections(config.min_idle.max(1));
@@ -236,10 +268,7 @@ impl SqlPool {
         let result = match &inner.driver {
             Driver::Postgres(pool, gate) => {
                 let acquire = Box::pin(ACQUIRE_STARTED.scope(started, pool.acquire()));
-                match gate
-                    .watch(acquire, PROBE_AFTER, || pool.connect_options())
-                    .await
-                {
+                match gate.watch(acquire, PROBE_AFTER).await {
                     Watched::Done(result) => result.map(LentConnection::Postgres),
                     Watched::Down => {
                         drop(waiting);
@@ -298,13 +327,10 @@ impl SqlPool {
     /// state is unknown). A statement still running after a second starts
     /// the same probe as a stalled acquire (PostgreSQL only).
     pub async fn unless_down<F: Future>(&self, statement: F) -> Result<F::Output> {
-        let Driver::Postgres(pool, gate) = &self.inner.driver else {
+        let Driver::Postgres(_, gate) = &self.inner.driver else {
             return Ok(statement.await);
         };
-        match gate
-            .watch(statement, PROBE_STATEMENT_AFTER, || pool.connect_options())
-            .await
-        {
+        match gate.watch(statement, PROBE_STATEMENT_AFTER).await {
             Watched::Done(output) => Ok(output),
             Watched::Down => Err(self.unavailable(gate.retry_after())),
         }
@@ -422,26 +448,86 @@ fn connect_error(
 /// its query with a transient error, as one breaking mid-query would.
 pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The pool's callbacks hold the servers, and the servers the pool.
+        if let Driver::Postgres(_, gate) = &self.driver {
+            gate.servers().detach();
+        }
+    }
+}
+
+type Check<'c> = std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+
+/// What a backend adds to sqlx's connection callbacks.
+trait ConnectionChecks<DB: sqlx::Database>: Send + Sync + 'static {
+    /// Whether a connection `age` old must be closed instead of lent.
+    fn stale(&self, _age: Duration) -> bool {
+        false
+    }
+
+    /// Checks a new connection; an error closes it, and sqlx connects
+    /// again (within the acquire timeout).
+    fn check<'c>(&'c self, _conn: &'c mut DB::Connection) -> Check<'c> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// SQLite: nothing to check.
+struct NoChecks;
+
+impl<DB: sqlx::Database> ConnectionChecks<DB> for NoChecks {}
+
+/// PostgreSQL: the server choice of `servers.rs`.
+struct PgChecks(Arc<OutageGate>);
+
+impl ConnectionChecks<Postgres> for PgChecks {
+    fn stale(&self, age: Duration) -> bool {
+        self.0.servers().opened_before_demotion(age)
+    }
+
+    fn check<'c>(&'c self, conn: &'c mut sqlx::PgConnection) -> Check<'c> {
+        Box::pin(async move {
+            if self.0.servers().accepts(conn).await? {
+                return Ok(());
+            }
+            // Landed on a standby: look for the writable server, and let
+            // sqlx connect again (to it, once found).
+            self.0.recheck();
+            Err(sqlx::Error::Configuration(
+                "the server is read-only and target_session_attrs=read-write".into(),
+            ))
+        })
+    }
+}
+
 /// `recycle`: whether connections expire (an in-memory SQLite database
 /// lives only as long as its connections, so they must not).
 fn pool_options<DB: sqlx::Database>(
     config: &ConnectionConfig,
     metrics: &PoolMetrics,
     recycle: bool,
+    checks: Arc<dyn ConnectionChecks<DB>>,
 ) -> PoolOptions<DB> {
     let connected = metrics.clone();
     let (lifetime, jitter) = (config.max_lifetime, config.lifetime_jitter);
     let min = min_connections(config);
+    let on_acquire = Arc::clone(&checks);
     PoolOptions::<DB>::new()
         .max_connections(config.pool_size.saturating_add(config.max_overflow))
         .min_connections(min)
         .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
+            let stale = on_acquire.stale(meta.age);
             Box::pin(async move {
                 if recycle && meta.age >= jittered_lifetime(lifetime, jitter, meta.age) {
                     // Closed and replaced by sqlx, one at a time as each
                     // reaches its own lifetime.
+                    return Ok(false);
+                }
+                if stale {
+                    // Opened on a server since demoted to a standby.
                     return Ok(false);
                 }
                 if meta.idle_for >= VALIDATE_AFTER_IDLE {
@@ -454,7 +540,7 @@ fn pool_options<DB: sqlx::Database>(
         // The upper bound, for connections that sit idle; a connection
         // in use is replaced at its jittered lifetime (`before_acquire`).
         .max_lifetime(recycle.then_some(lifetime))
-        .after_connect(move |_conn, _meta| {
+        .after_connect(move |conn, _meta| {
             // A connection opened for an acquire is timed from the
             // acquire's start (sqlx opens it at once when the pool has
             // room); one opened in the background to keep the pool warm is
@@ -463,7 +549,8 @@ fn pool_options<DB: sqlx::Database>(
                 Ok(elapsed) => connected.created(elapsed),
                 Err(_) => connected.created_untimed(),
             }
-            Box::pin(async { Ok(()) })
+            let checks = Arc::clone(&checks);
+            Box::pin(async move { checks.check(conn).await })
         })
 }
 
@@ -506,14 +593,40 @@ pub(crate) fn jittered_lifetime(lifetime: Duration, jitter: f64, age: Duration) 
     lifetime.mul_f64(1.0 - jitter.min(1.0) * fraction)
 }
 
-fn postgres_options(config: &ConnectionConfig) -> Result<PgConnectOptions> {
-    let mut options = match &config.url {
+/// The servers of a PostgreSQL pool: the options from the URL or the
+/// fields, for each listed host.
+fn postgres_servers(config: &ConnectionConfig) -> Result<Servers> {
+    let (url, hosts, target) = match &config.url {
+        Some(url) => {
+            let split = crate::hosts::split_url(url.expose())?;
+            (Some(split.url), split.hosts, split.target)
+        }
+        None => (
+            None,
+            crate::hosts::split_hosts(&config.host, "host")?,
+            TargetSession::Any,
+        ),
+    };
+    let base = postgres_options(config, url.as_deref(), hosts.first())?;
+    Ok(Servers::new(base, &hosts, target))
+}
+
+/// The options for `url` (the URL with its first host) or the fields
+/// (with `first` host).
+fn postgres_options(
+    config: &ConnectionConfig,
+    url: Option<&str>,
+    first: Option<&crate::hosts::HostPort>,
+) -> Result<PgConnectOptions> {
+    let mut options = match url {
         // The parse error could quote the URL, password included: replace it.
-        Some(url) => PgConnectOptions::from_str(url.expose())
+        Some(url) => PgConnectOptions::from_str(url)
             .map_err(|_| Error::config("url", "not a valid PostgreSQL URL"))?,
         None => {
-            let mut o = PgConnectOptions::new_without_pgpass().host(&config.host);
-            if let Some(port) = config.port_or_default() {
+            let host = first.map_or(config.host.as_str(), |h| h.host.as_str());
+            let mut o = PgConnectOptions::new_without_pgpass().host(host);
+            // A port given with the host wins over the port field.
+            if let Some(port) = first.and_then(|h| h.port).or(config.port_or_default()) {
                 o = o.port(port);
             }
             if let Some(user) = &config.username {
