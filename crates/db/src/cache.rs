@@ -214,8 +214,9 @@ impl Cache {
         Ok(removed > 0)
     }
 
-    /// Values for several keys in one round trip, in order (absent or
-    /// undecodable values are `None`).
+    /// Values for several keys in one round trip (on a Redis Cluster, one
+    /// per slot, sent together), in order (absent or undecodable values
+    /// are `None`).
     pub async fn get_many<T: DeserializeOwned>(
         &self,
         keys: &[&str],
@@ -224,11 +225,22 @@ impl Cache {
             return Ok(Vec::new());
         }
         let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let raw: Vec<Option<String>> = self
-            .kv
-            .metrics
-            .timed(OpKind::Read, self.bounded(self.kv.pool.client().mget(full)))
+        let raw: Vec<Option<String>> = if self.kv.clustered() {
+            // A cluster refuses MGET across slots: one per slot, together.
+            let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+            let groups = crate::kv::by_slot(&refs);
+            let replies = futures_util::future::try_join_all(groups.iter().map(|(group, _)| {
+                let mget = self.kv.pool.client().mget(group.clone());
+                self.kv.metrics.timed(OpKind::Read, self.bounded(mget))
+            }))
             .await?;
+            crate::kv::in_order(full.len(), &groups, replies)
+        } else {
+            self.kv
+                .metrics
+                .timed(OpKind::Read, self.bounded(self.kv.pool.client().mget(full)))
+                .await?
+        };
         Ok(raw
             .into_iter()
             .map(|raw| {

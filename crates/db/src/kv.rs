@@ -308,15 +308,30 @@ impl KeyValue {
         .await
     }
 
-    /// The values of `keys` in one round trip, in order.
+    /// The values of `keys` in order: one round trip, or on a Redis
+    /// Cluster one per slot the keys hash to, sent together (a cluster
+    /// refuses a multi-key command across slots with `CROSSSLOT`).
     pub async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, KvError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        let values: Vec<Option<Bytes>> = self
-            .run(OpKind::Read, self.pool.client().mget(keys))
+        let values = if self.clustered() {
+            let groups = by_slot(keys);
+            let replies = futures_util::future::try_join_all(groups.iter().map(|(group, _)| {
+                self.run(
+                    OpKind::Read,
+                    self.pool
+                        .client()
+                        .mget::<Vec<Option<Bytes>>, _>(group.clone()),
+                )
+            }))
             .await?;
+            in_order(keys.len(), &groups, replies)
+        } else {
+            let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+            self.run(OpKind::Read, self.pool.client().mget(keys))
+                .await?
+        };
         for v in &values {
             match v {
                 Some(_) => self.metrics.record_hit(),
@@ -326,16 +341,32 @@ impl KeyValue {
         Ok(values)
     }
 
-    /// Removes `keys`; returns how many existed.
+    /// Removes `keys`; returns how many existed. On a Redis Cluster, one
+    /// command per slot, sent together.
     pub async fn del(&self, keys: &[&str]) -> Result<u64, KvError> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        let removed: i64 = self
-            .run(OpKind::Write, self.pool.client().del(keys))
-            .await?;
+        let removed: i64 =
+            if self.clustered() {
+                let groups = by_slot(keys);
+                futures_util::future::try_join_all(groups.into_iter().map(|(group, _)| {
+                    self.run(OpKind::Write, self.pool.client().del::<i64, _>(group))
+                }))
+                .await?
+                .into_iter()
+                .sum()
+            } else {
+                let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+                self.run(OpKind::Write, self.pool.client().del(keys))
+                    .await?
+            };
         Ok(u64::try_from(removed).unwrap_or(0))
+    }
+
+    /// Whether the store is a Redis Cluster.
+    pub(crate) fn clustered(&self) -> bool {
+        self.pool.client().next().is_clustered()
     }
 
     /// Sets `key` to expire after `ttl`; returns whether the key exists.
@@ -477,9 +508,59 @@ impl Pipeline<'_> {
     }
 }
 
+/// The values of `replies` (one per group of [`by_slot`]) back in the
+/// order of the `n` keys.
+pub(crate) fn in_order<T>(
+    n: usize,
+    groups: &[(Vec<String>, Vec<usize>)],
+    replies: Vec<Vec<Option<T>>>,
+) -> Vec<Option<T>> {
+    let mut values: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
+    for ((_, positions), reply) in groups.iter().zip(replies) {
+        for (position, value) in positions.iter().zip(reply) {
+            values[*position] = value;
+        }
+    }
+    values
+}
+
+/// `keys` grouped by the cluster slot they hash to, each group with the
+/// keys' positions in `keys`, in order of first appearance.
+pub(crate) fn by_slot(keys: &[&str]) -> Vec<(Vec<String>, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<String>, Vec<usize>)> = Vec::new();
+    for (position, key) in keys.iter().enumerate() {
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        match groups.iter_mut().find(|(s, _, _)| *s == slot) {
+            Some((_, group, positions)) => {
+                group.push((*key).to_owned());
+                positions.push(position);
+            }
+            None => groups.push((slot, vec![(*key).to_owned()], vec![position])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, group, positions)| (group, positions))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_grouped_by_slot_keeping_their_positions() {
+        // `{user}` hash tags share a slot; `a` and `b` do not (15495, 3300).
+        let groups = by_slot(&["{user}1", "a", "{user}2", "b"]);
+        assert_eq!(
+            groups,
+            vec![
+                (vec!["{user}1".to_owned(), "{user}2".to_owned()], vec![0, 2]),
+                (vec!["a".to_owned()], vec![1]),
+                (vec!["b".to_owned()], vec![3]),
+            ]
+        );
+    }
 
     #[test]
     fn the_breaker_settings_are_valid() {

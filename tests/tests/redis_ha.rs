@@ -1,0 +1,144 @@
+//! The Redis client on a real Redis Cluster (3 masters, 3 replicas) and a
+//! real Sentinel group (master, replica, 3 sentinels): commands across
+//! slots, and a master killed with SIGKILL in each.
+
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use sluice_db::{Cache, KeyValue};
+use sluice_metrics::Registry;
+use sluice_pool::{ConnectionConfig, RedisPool};
+use sluice_tests::provision::{TempRedisCluster, TempRedisSentinel};
+
+/// A failover (node timeout 1 s, then an election) is over this soon.
+const RECOVERED_WITHIN: Duration = Duration::from_secs(20);
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn store(url: &str) -> KeyValue {
+    let mut config = ConnectionConfig::from_url("ha", url).unwrap();
+    config.pool_size = 2;
+    config.retry_delay = Duration::from_millis(100);
+    KeyValue::with_registry(RedisPool::open(&config).await.unwrap(), &Registry::new())
+}
+
+/// Keys spread over many slots (and so over every master).
+fn keys() -> Vec<String> {
+    (0..64).map(|i| format!("user:{i}")).collect()
+}
+
+/// Until `f` succeeds, within [`RECOVERED_WITHIN`]; how long it took.
+async fn until_ok<F, Fut, T, E>(what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    let started = Instant::now();
+    loop {
+        match f().await {
+            Ok(_) => return started.elapsed(),
+            Err(e) => assert!(
+                started.elapsed() < RECOVERED_WITHIN,
+                "{what}: still failing after {RECOVERED_WITHIN:?}: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn cluster_commands_span_slots_and_survive_a_master_failover() {
+    let mut cluster = blocking(|| TempRedisCluster::start().unwrap()).await;
+    let kv = store(&cluster.url()).await;
+    let keys = keys();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for (i, key) in keys.iter().enumerate() {
+        kv.set(key, format!("v{i}"), Some(Duration::from_secs(300)))
+            .await
+            .unwrap();
+    }
+    // Multi-key commands whose keys live on different masters.
+    let values = kv.mget(&refs).await.unwrap();
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(
+            value.as_deref(),
+            Some(format!("v{i}").as_bytes()),
+            "{}",
+            keys[i]
+        );
+    }
+    let cache = Cache::over(kv.clone(), "c");
+    cache.set("a", &1, Duration::from_secs(60)).await.unwrap();
+    cache.set("b", &2, Duration::from_secs(60)).await.unwrap();
+    let many: Vec<Option<i32>> = cache.get_many(&["a", "b", "missing"]).await.unwrap();
+    assert_eq!(many, vec![Some(1), Some(2), None]);
+    let mut pipeline = kv.pipeline();
+    for key in &refs[..8] {
+        pipeline = pipeline.get(key);
+    }
+    assert_eq!(pipeline.run().await.unwrap().len(), 8);
+
+    // A master is killed; its replica takes over its slots.
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let victim = masters[0];
+    let recovered = blocking(move || {
+        let killed = Instant::now();
+        cluster.kill(victim);
+        let took = cluster
+            .wait_failed_over(victim, RECOVERED_WITHIN)
+            .map(|_| killed.elapsed());
+        (cluster, took)
+    })
+    .await;
+    let (cluster, took) = recovered;
+    let took = took.unwrap();
+    eprintln!("cluster_state:ok again {took:?} after the master was killed");
+    assert!(!cluster.masters().contains(&victim));
+    // Every key is served again, writes included (replicas held them:
+    // the values were written well before the kill).
+    let client = until_ok("reads and writes on every slot", || async {
+        let values = kv.mget(&refs).await?;
+        kv.set("after", "x", Some(Duration::from_secs(60))).await?;
+        Ok::<_, sluice_db::KvError>(values)
+    })
+    .await;
+    eprintln!("the client served every slot {client:?} after cluster_state:ok");
+    let values = kv.mget(&refs).await.unwrap();
+    let present = values.iter().filter(|v| v.is_some()).count();
+    assert_eq!(present, keys.len(), "keys lost in the failover");
+    assert_eq!(kv.del(&refs).await.unwrap(), keys.len() as u64);
+}
+
+#[tokio::test]
+async fn a_sentinel_client_follows_the_promoted_replica() {
+    let mut group = blocking(|| TempRedisSentinel::start().unwrap()).await;
+    let kv = store(&group.url()).await;
+    let first = group.master_port().unwrap();
+    kv.set("k", "before", Some(Duration::from_secs(300)))
+        .await
+        .unwrap();
+    let (group, killed_at) = blocking(move || {
+        // The replica has the write before the master dies (replication
+        // is asynchronous: an unreplicated write would be lost, by design).
+        group.wait_replicated(Duration::from_secs(10)).unwrap();
+        assert_eq!(group.kill_master(), Some(first));
+        (group, Instant::now())
+    })
+    .await;
+    let resumed = until_ok("a write on the promoted replica", || {
+        kv.set("k2", "after", Some(Duration::from_secs(60)))
+    })
+    .await;
+    let elapsed = killed_at.elapsed();
+    eprintln!("writes resumed {elapsed:?} after the master was killed ({resumed:?} of retries)");
+    let promoted = group.master_port().unwrap();
+    assert_ne!(promoted, first, "the sentinels did not promote the replica");
+    assert_eq!(kv.get_string("k").await.unwrap().as_deref(), Some("before"));
+    assert_eq!(kv.get_string("k2").await.unwrap().as_deref(), Some("after"));
+}
