@@ -212,3 +212,71 @@ async fn the_server_migrates_and_serves_through_pgbouncer() {
     drop(stop);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn a_thousand_client_connections_share_twenty_server_connections() {
+    let (pg, bouncer) = tokio::task::spawn_blocking(|| {
+        let pg = TempPostgres::start().unwrap();
+        let bouncer = TempPgBouncer::start(pg.port(), 20).unwrap();
+        (pg, bouncer)
+    })
+    .await
+    .unwrap();
+    let mut c = ConnectionConfig::from_url("thousand", &bouncer.url("postgres")).unwrap();
+    c.pool_size = 1000;
+    c.pgbouncer = true;
+    c.acquire_timeout = Duration::from_secs(30);
+    let db = Database::with_registry(SqlPool::open(&c).await.unwrap(), &Registry::new());
+    // Every task holds its own client connection while it queries, so
+    // that 1,000 are open at once.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(1000));
+    let mut tasks = Vec::new();
+    for n in 0..1000i64 {
+        let (db, barrier) = (db.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = db.pool().acquire().await.map_err(|e| e.to_string())?;
+            barrier.wait().await;
+            drop(conn);
+            let mut errors = 0;
+            for i in 0..5i64 {
+                match db
+                    .query_one::<(i64,)>("SELECT $1::int8 * 10 + $2::int8", params![n, i])
+                    .await
+                {
+                    Ok((v,)) if v == n * 10 + i => {}
+                    _ => errors += 1,
+                }
+            }
+            Ok::<_, String>(errors)
+        }));
+    }
+    // PostgreSQL's own count of sessions, sampled while the load runs.
+    let pg = std::sync::Arc::new(pg);
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (pg, running) = (pg.clone(), running.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut most = 0u32;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let sessions = pg
+                    .psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+                    .unwrap();
+                most = most.max(sessions.parse().unwrap());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        })
+    };
+    let mut errors = 0;
+    for task in tasks {
+        errors += task.await.unwrap().unwrap();
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.await.unwrap();
+    assert_eq!(errors, 0);
+    assert_eq!(db.pool().stats().size, 1000, "{:?}", db.pool().stats());
+    assert!(most > 0 && most <= 20, "{most} server connections at most");
+    eprintln!(
+        "1,000 client connections, at most {most} server connections, 5,000 queries, 0 errors"
+    );
+}
