@@ -126,13 +126,13 @@ pub const VARIABLES: &[Variable] = &[
     secret(
         "DB_<NAME>_URL",
         ValueType::Url,
-        "connection URL (postgres://… or sqlite://…); wins over the parts; configures the group",
+        "connection URL (postgres://… or sqlite://…); wins over the parts; several PostgreSQL hosts as h1:5432,h2:5432 with ?target_session_attrs=read-write for failover (docs/SCALING.md); configures the group",
     ),
     var(
         "DB_<NAME>_HOST",
         ValueType::Text,
         "127.0.0.1",
-        "PostgreSQL host; configures the group",
+        "PostgreSQL host, or several (h1,h2:5433) tried in order; configures the group",
     ),
     var(
         "DB_<NAME>_PATH",
