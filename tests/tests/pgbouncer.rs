@@ -234,7 +234,7 @@ async fn a_thousand_client_connections_share_twenty_server_connections() {
     for n in 0..1000i64 {
         let (db, barrier) = (db.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = db.pool().acquire().await.map_err(|e| e.to_string())?;
+            let conn = db.pool().acquire().await.map_err(|e| e.to_string())?;
             barrier.wait().await;
             drop(conn);
             let mut errors = 0;
