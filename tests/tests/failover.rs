@@ -223,3 +223,95 @@ async fn a_standby_listed_first_is_skipped_at_start_up() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn lagging_reads_use_the_replica_and_fall_back_to_the_primary() {
+    let (primary, mut replica) = blocking(|| {
+        let primary = TempPostgres::start().unwrap();
+        let replica = primary.start_replica().unwrap();
+        (primary, replica)
+    })
+    .await;
+    let open_one = |pg: &TempPostgres, name: &str| {
+        let mut c = ConnectionConfig::from_url(name, &pg.url()).unwrap();
+        c.pool_size = 4;
+        c.retry_delay = Duration::from_millis(200);
+        c.connect_timeout = Duration::from_secs(1);
+        c
+    };
+    let registry = Registry::new();
+    let db = Database::with_registry(
+        SqlPool::open(&open_one(&primary, "primary")).await.unwrap(),
+        &registry,
+    )
+    .with_replica(Database::with_registry(
+        SqlPool::open(&open_one(&replica, "primary_replica"))
+            .await
+            .unwrap(),
+        &registry,
+    ));
+    db.execute("CREATE TABLE r (id INT PRIMARY KEY, at INT)", ())
+        .await
+        .unwrap();
+    db.execute("INSERT INTO r VALUES (1, 0)", ()).await.unwrap();
+    let lsn = primary.current_lsn().unwrap();
+    let replica_port = replica.port() as i32;
+    replica = blocking(move || {
+        replica
+            .wait_replayed(&lsn, Duration::from_secs(10))
+            .unwrap();
+        replica
+    })
+    .await;
+    let served_by = "SELECT inet_server_port() FROM r WHERE id = $1";
+    let (port,): (i32,) = db
+        .query_optional_lagging(served_by, params![1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(port, replica_port, "a lagging read went to the primary");
+
+    // Replay paused: a new row is on the primary only, and the read of it
+    // (a read-your-write) still finds it, from the primary.
+    replica.psql("SELECT pg_wal_replay_pause()").unwrap();
+    db.execute("INSERT INTO r VALUES (2, 0)", ()).await.unwrap();
+    let (port,): (i32,) = db
+        .query_optional_lagging(served_by, params![2])
+        .await
+        .unwrap()
+        .expect("a row the replica lacks was not read from the primary");
+    assert_eq!(port, primary.port() as i32);
+    assert_eq!(
+        db.query_optional_lagging::<(i32,)>(served_by, params![1])
+            .await
+            .unwrap(),
+        Some((replica_port,))
+    );
+    // A row that exists nowhere is None (asked on both).
+    assert_eq!(
+        db.query_optional_lagging::<(i32,)>(served_by, params![3])
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The replica stops: every lagging read is served by the primary.
+    blocking(move || {
+        replica.stop().unwrap();
+        replica
+    })
+    .await;
+    let started = Instant::now();
+    for _ in 0..20 {
+        let (port,): (i32,) = db
+            .query_optional_lagging(served_by, params![1])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(port, primary.port() as i32);
+    }
+    eprintln!(
+        "20 reads with the replica stopped, from the primary, in {:?}",
+        started.elapsed()
+    );
+}

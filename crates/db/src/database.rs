@@ -18,6 +18,8 @@ use crate::statement::{Sql, prepare};
 pub struct Database {
     pub(crate) pool: SqlPool,
     pub(crate) metrics: ConnectionMetrics,
+    /// Serves the reads that tolerate lag (`replica.rs`).
+    pub(crate) replica: Option<std::sync::Arc<Database>>,
 }
 
 impl Database {
@@ -34,7 +36,11 @@ impl Database {
     /// Wraps an open pool, recording into `registry`.
     pub fn with_registry(pool: SqlPool, registry: &Registry) -> Self {
         let metrics = registry.connection(pool.kind().metrics_backend(), pool.name());
-        Self { pool, metrics }
+        Self {
+            pool,
+            metrics,
+            replica: None,
+        }
     }
 
     /// The pool underneath.

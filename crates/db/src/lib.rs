@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`Database`] (`database.rs`): query, query_one, query_optional,
 //!   query_json, execute; [`Database::transaction`] (`transaction.rs`);
-//!   [`Database::migrate`] (`migrate.rs`, SQL in `migrations/`).
+//!   [`Database::migrate`] (`migrate.rs`, SQL in `migrations/`);
+//!   reads that tolerate lag on a replica,
+//!   [`Database::query_optional_lagging`] (`replica.rs`).
 //! - [`Sql`], [`Params`], [`Value`], [`params!`] (`statement.rs`,
 //!   `params.rs`): one SQL text for both dialects, values always bound.
 //! - [`DbError`] (`error.rs`): not found, conflict, invalid input,
@@ -18,6 +20,7 @@ mod executor;
 mod kv;
 mod migrate;
 mod params;
+mod replica;
 mod statement;
 mod transaction;
 

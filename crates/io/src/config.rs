@@ -144,6 +144,7 @@ fn field_error(prefix: &str, e: sluice_pool::Error) -> ConfigError {
             let field = match field.as_str() {
                 "timeout" => "TIMEOUT".to_owned(),
                 "tls" => "SSL_CERT".to_owned(),
+                "read_replica_url" => "READ_URL".to_owned(),
                 other => other.to_ascii_uppercase(),
             };
             ConfigError::new(format!("{prefix}_{field}"), reason)
@@ -259,6 +260,7 @@ fn database(r: &Reader<'_>, group: &str, io: &IoSettings) -> Result<ConnectionCo
     if let Some(b) = r.boolean(&var("PGBOUNCER"))? {
         c.pgbouncer = b;
     }
+    c.read_replica_url = r.text(&var("READ_URL"))?.map(Secret::new);
     c.validate().map_err(|e| field_error(&prefix, e))?;
     Ok(c)
 }

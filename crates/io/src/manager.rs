@@ -151,7 +151,24 @@ impl IoManager {
                 name: config.name.clone(),
                 source,
             })?;
-        self.add_database(Database::with_registry(pool, &self.inner.registry))
+        let mut db = Database::with_registry(pool, &self.inner.registry);
+        if let Some(url) = &config.read_replica_url {
+            // The replica's pool: the same settings, its own name (in
+            // metrics and errors). Not registered: its outage is not the
+            // database's, reads then go to the primary.
+            let mut replica = config.clone();
+            replica.name = format!("{}_replica", config.name);
+            replica.url = Some(url.clone());
+            replica.read_replica_url = None;
+            let pool = SqlPool::open(&replica)
+                .await
+                .map_err(|source| IoError::Open {
+                    name: replica.name.clone(),
+                    source,
+                })?;
+            db = db.with_replica(Database::with_registry(pool, &self.inner.registry));
+        }
+        self.add_database(db)
     }
 
     /// Registers a database that is already open, under its pool's name.

@@ -252,6 +252,11 @@ pub const VARIABLES: &[Variable] = &[
         "false",
         "behind PgBouncer in transaction pooling: unnamed statements, each in a transaction of its own; migrations without sqlx's lock",
     ),
+    secret(
+        "DB_<NAME>_READ_URL",
+        ValueType::Url,
+        "a PostgreSQL read replica (postgres://…, several hosts allowed) for reads that tolerate lag: a user looked up after a cache miss; a replica that is down or lacks the row sends the read to the primary",
+    ),
     // Redis: REDIS_* is the group named `redis`; REDIS_<NAME>_* further ones.
     secret(
         "REDIS_<NAME>_URL",

@@ -167,6 +167,11 @@ pub struct ConnectionConfig {
     pub pgbouncer: bool,
     /// Redis layout. Default standalone.
     pub redis_topology: RedisTopology,
+    /// A PostgreSQL read replica (URL, possibly with several hosts) for
+    /// reads that tolerate lag. This crate does not use it: `sluice-io`
+    /// opens a second pool on it, named `<name>_replica`, with the same
+    /// settings (`sluice_db::Database::with_replica`). Secret. Default none.
+    pub read_replica_url: Option<Secret<String>>,
 }
 
 impl ConnectionConfig {
@@ -198,6 +203,7 @@ impl ConnectionConfig {
             retry_delay: Duration::from_secs(1),
             pgbouncer: false,
             redis_topology: RedisTopology::Standalone,
+            read_replica_url: None,
         }
     }
 
@@ -251,6 +257,21 @@ impl ConnectionConfig {
         }
         if self.retry_delay.is_zero() {
             return Err(Error::config("retry_delay", "must be greater than zero"));
+        }
+        if let Some(replica) = &self.read_replica_url {
+            if self.kind != Kind::Postgres || kind_of_url(replica.expose()) != Some(Kind::Postgres)
+            {
+                return Err(Error::config(
+                    "read_replica_url",
+                    "a read replica is a postgres:// URL, for a PostgreSQL database",
+                ));
+            }
+            let first = crate::hosts::split_url(replica.expose())
+                .map_err(|_| Error::config("read_replica_url", "not a valid PostgreSQL URL"))?
+                .url;
+            if url::Url::parse(&first).is_err() {
+                return Err(Error::config("read_replica_url", "not a valid URL"));
+            }
         }
         if let Some(url) = &self.url {
             if kind_of_url(url.expose()) != Some(self.kind) {

@@ -227,6 +227,10 @@ fn every_variable_of_the_table_is_read() {
         ("DB_POSTGRES_RETRY_ATTEMPTS", "4"),
         ("DB_POSTGRES_RETRY_DELAY", "0.2"),
         ("DB_POSTGRES_PGBOUNCER", "true"),
+        (
+            "DB_POSTGRES_READ_URL",
+            "postgres://ro:s3cret@db2:5432,db3/app",
+        ),
         ("DB_LOCAL_KIND", "sqlite"),
         ("DB_LOCAL_PATH", ":memory:"),
         ("DB_REPORTS_URL", "postgres://r@h/reports"),
@@ -321,6 +325,11 @@ fn every_variable_of_the_table_is_read() {
         (4, Duration::from_millis(200))
     );
     assert!(p.pgbouncer);
+    assert_eq!(
+        p.read_replica_url.as_ref().map(|u| u.expose().as_str()),
+        Some("postgres://ro:s3cret@db2:5432,db3/app")
+    );
+    assert!(!format!("{p:?}").contains("s3cret"));
     let db = |n: &str| s.io.databases.iter().find(|c| c.name == n).unwrap();
     assert_eq!(db("local").kind, Kind::Sqlite);
     assert_eq!(db("local").database.as_deref(), Some(":memory:"));

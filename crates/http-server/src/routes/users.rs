@@ -66,9 +66,11 @@ pub(crate) async fn get(
     {
         return Ok(Json(Data::new(user)).into_response());
     }
+    // Lag is fine here: a replica that lacks the row (a user created a
+    // moment ago) hands the read to the primary.
     let row: Option<UserRow> = inner
         .db
-        .query_optional(
+        .query_optional_lagging(
             "SELECT u.id, u.name, u.email, COALESCE(p.bio, '') AS bio, u.created_at \
              FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
             params![id],
