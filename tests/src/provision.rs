@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod haproxy;
 mod pgbouncer;
 mod redis_ha;
 mod replica;
+pub use haproxy::{TempHaproxy, haproxy_config};
 pub use pgbouncer::TempPgBouncer;
 pub use redis_ha::{SENTINEL_SERVICE, TempRedisCluster, TempRedisSentinel};
 

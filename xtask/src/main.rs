@@ -9,6 +9,7 @@ mod ci;
 mod layers;
 mod load;
 mod rules;
+mod scale;
 mod schema;
 mod test;
 
@@ -43,8 +44,13 @@ commands:
                      postgres-kill-reads, redis-kill, upstream-errors,
                      upstream-outage, postgres-kill, sigterm, slow-clients,
                      idle-sockets, batch-memory, alerts (a real Prometheus with
-                     the shipped rules; default: all; about 6 minutes;
-                     SLUICE_CHAOS_LOG sets the server's RUST_LOG)
+                     the shipped rules), balancer-sigterm, balancer-sigkill
+                     (three servers behind HAProxy; default: all; about 7
+                     minutes; SLUICE_CHAOS_LOG sets the server's RUST_LOG)
+  scale              scale-out on real engines, a verdict per goal: PgBouncer
+                     (1,000 clients onto 20), replica promotion and fencing,
+                     Redis Cluster and Sentinel failover, three servers
+                     behind HAProxy (see docs/SCALING.md; about 2 minutes)
 ";
 
 fn main() -> Result<()> {
@@ -61,6 +67,7 @@ fn main() -> Result<()> {
         "schema" => schema::run_alone(),
         "bench" => bench::run(rest),
         "chaos" => chaos::run(rest),
+        "scale" => scale::run(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

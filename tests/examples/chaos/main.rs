@@ -12,6 +12,7 @@
 
 mod alerts;
 mod attack;
+mod balancer;
 mod cancel;
 mod drills;
 mod harness;
@@ -44,6 +45,8 @@ const DRILLS: &[&str] = &[
     "redis-killed-1rps",
     "cancelled-requests",
     "alerts",
+    "balancer-sigterm",
+    "balancer-sigkill",
 ];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -95,6 +98,8 @@ async fn main() {
             "redis-killed-1rps" => low_rate::redis_low_rate(&mut harness, DeadRedis::Killed).await,
             "cancelled-requests" => cancel::cancelled_requests(&mut harness).await,
             "alerts" => alerts::alerts(&mut harness).await,
+            "balancer-sigterm" => balancer::balancer(&mut harness, balancer::Victim::Term).await,
+            "balancer-sigkill" => balancer::balancer(&mut harness, balancer::Victim::Kill).await,
             _ => idle::idle_sockets(&mut harness).await,
         };
         match result {

@@ -1,0 +1,164 @@
+//! `cargo xtask scale`: the scale-out scenarios on real engines, one
+//! verdict per goal.
+//!
+//! 1. The engine tests (`tests/tests/{pgbouncer,failover,redis_ha}.rs`):
+//!    PgBouncer 1.18 in transaction pooling, a PostgreSQL primary with a
+//!    streaming replica promoted after a stop, a fenced primary, Redis
+//!    Cluster (3 + 3) and Sentinel (1 + 1, three sentinels). Each test
+//!    provisions its own engines on 127.0.0.1 and removes them when it
+//!    ends; they also run in `cargo xtask ci`.
+//! 2. The balancer drills of `cargo xtask chaos`: three release servers
+//!    behind HAProxy, one sent SIGTERM, then one sent SIGKILL, under load.
+//!
+//! Every child is in this process's group: Ctrl-C reaches them all (each
+//! engine shuts down on SIGINT), and a SIGTERM to this process is passed
+//! on to the group as SIGINT, so no engine outlives the run.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The engine tests and the goal each proves.
+const GOALS: &[(&str, &str, &str)] = &[
+    (
+        "pgbouncer",
+        "statements_and_transactions_from_40_connections_onto_4_all_succeed",
+        "PgBouncer transaction mode: 40 clients onto 4 server connections, 0 errors",
+    ),
+    (
+        "pgbouncer",
+        "without_pgbouncer_mode_named_statements_fail_behind_it",
+        "without the setting the same load fails (the setting is needed)",
+    ),
+    (
+        "pgbouncer",
+        "the_server_migrates_and_serves_through_pgbouncer",
+        "the server's routes, migrations and 50 concurrent creates through PgBouncer",
+    ),
+    (
+        "pgbouncer",
+        "a_thousand_client_connections_share_twenty_server_connections",
+        "1,000 client connections onto at most 20 server connections, 0 errors",
+    ),
+    (
+        "failover",
+        "writes_move_to_the_promoted_replica_and_no_acknowledged_write_is_lost",
+        "primary stopped, replica promoted: writes resume, no acknowledged write lost",
+    ),
+    (
+        "failover",
+        "a_primary_fenced_read_only_under_open_connections_is_left",
+        "a primary turned read-only under open connections (25006) is left",
+    ),
+    (
+        "failover",
+        "a_standby_listed_first_is_skipped_at_start_up",
+        "a standby listed first is skipped at start-up",
+    ),
+    (
+        "failover",
+        "lagging_reads_use_the_replica_and_fall_back_to_the_primary",
+        "replica reads: served by the replica, a row it lacks read from the primary, replica stopped -> primary",
+    ),
+    (
+        "redis_ha",
+        "cluster_commands_span_slots_and_survive_a_master_failover",
+        "Redis Cluster: multi-key commands across slots; a master killed, every slot served again",
+    ),
+    (
+        "redis_ha",
+        "a_sentinel_client_follows_the_promoted_replica",
+        "Redis Sentinel: master killed, the client follows the promoted replica",
+    ),
+];
+
+/// What the tests print as their measured figures.
+const FIGURES: &[&str] = &[
+    "1,000 client connections",
+    "writes resumed",
+    "cluster_state:ok again",
+    "the client served every slot",
+    "reads with the replica stopped",
+];
+
+pub(crate) fn run() -> Result<()> {
+    for (binary, install) in [
+        ("pgbouncer", "apt-get install -y pgbouncer"),
+        ("haproxy", "apt-get install -y haproxy"),
+        ("redis-server", "apt-get install -y redis-server"),
+        ("redis-cli", "apt-get install -y redis-tools"),
+    ] {
+        crate::load::require(binary, install)?;
+    }
+    ctrlc::set_handler(|| {
+        if !INTERRUPTED.swap(true, Ordering::SeqCst) {
+            // Pass it on to the whole process group (this one survives).
+            let _ = Command::new("kill").args(["-INT", "0"]).status();
+        }
+    })
+    .context("cannot install the signal handler")?;
+
+    eprintln!("==> scale: engine tests (PgBouncer, replica failover, Redis Cluster and Sentinel)");
+    let output = crate::cargo()
+        .args(["test", "-p", "sluice-tests"])
+        .args([
+            "--test",
+            "pgbouncer",
+            "--test",
+            "failover",
+            "--test",
+            "redis_ha",
+        ])
+        .args(["--", "--nocapture", "--test-threads", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .context("cannot run cargo test")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    let mut rows = Vec::new();
+    for (suite, test, goal) in GOALS {
+        let pass = text.contains(&format!("test {test} ... ok"));
+        rows.push((format!("{suite}: {goal}"), pass));
+    }
+    let figures: Vec<&str> = text
+        .lines()
+        .filter(|l| FIGURES.iter().any(|f| l.contains(f)))
+        .collect();
+
+    eprintln!("==> scale: three servers behind HAProxy (chaos balancer drills)");
+    crate::load::build_release()?;
+    let drills = Command::new(crate::load::release_example("chaos"))
+        .arg(crate::load::release_bin("sluice-server"))
+        .args(["balancer-sigterm", "balancer-sigkill"])
+        .status()?;
+
+    println!("\n| scenario | result |");
+    println!("| --- | --- |");
+    for (goal, pass) in &rows {
+        println!("| {goal} | {} |", if *pass { "pass" } else { "**FAIL**" });
+    }
+    println!("\nmeasured:");
+    for figure in &figures {
+        println!("  {}", figure.trim());
+    }
+    let engines_ok = rows.iter().all(|(_, pass)| *pass);
+    if !engines_ok {
+        eprint!("{text}");
+        bail!("an engine scenario failed (its output is above)");
+    }
+    match drills.code() {
+        Some(0) => Ok(()),
+        Some(1) => bail!("a balancer drill missed its goal (see its table above)"),
+        _ => bail!("the balancer drills could not run ({drills})"),
+    }
+}
