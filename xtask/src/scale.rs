@@ -70,6 +70,11 @@ const GOALS: &[(&str, &str, &str)] = &[
     ),
     (
         "redis_ha",
+        "user_reads_never_fail_while_the_cache_cluster_fails_over",
+        "the server's user cache on the cluster: no user read fails during a failover, the cache serves again after",
+    ),
+    (
+        "redis_ha",
         "a_sentinel_client_follows_the_promoted_replica",
         "Redis Sentinel: master killed, the client follows the promoted replica",
     ),
@@ -82,6 +87,7 @@ const FIGURES: &[&str] = &[
     "cluster_state:ok again",
     "the client served every slot",
     "reads with the replica stopped",
+    "user reads through the failover",
 ];
 
 pub(crate) fn run() -> Result<()> {
