@@ -22,6 +22,14 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| panic!("REDIS_URL is not set: {HOW}"))
 }
 
+/// Whether `DATABASE_URL` points at PgBouncer in transaction pooling
+/// (`SLUICE_TEST_PGBOUNCER` set): suites that open PostgreSQL pools then
+/// turn on `pgbouncer` mode. `cargo xtask scale` runs the server's suite
+/// this way.
+pub fn behind_pgbouncer() -> bool {
+    std::env::var_os("SLUICE_TEST_PGBOUNCER").is_some()
+}
+
 /// A short random suffix, so parallel tests and repeated runs never share
 /// a database or key.
 pub fn unique_suffix() -> String {
@@ -55,7 +63,9 @@ pub async fn fresh_database_on(master_url: &str, test: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
     // The name is built from [a-z0-9_] above, so quoting it is enough.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+    // A simple query, not a prepared one: through PgBouncer in transaction
+    // pooling a named statement may land on a connection that has it.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));

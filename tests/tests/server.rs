@@ -51,6 +51,7 @@ async fn sqlite(name: &str) -> Database {
 async fn postgres(name: &str) -> Database {
     let mut c = ConnectionConfig::from_url(name, &services::fresh_database(name).await).unwrap();
     c.pool_size = 20;
+    c.pgbouncer = services::behind_pgbouncer();
     let db = Database::new(SqlPool::open(&c).await.unwrap());
     db.migrate().await.unwrap();
     db

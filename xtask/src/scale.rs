@@ -1,13 +1,15 @@
 //! `cargo xtask scale`: the scale-out scenarios on real engines, one
 //! verdict per goal.
 //!
-//! 1. The engine tests (`tests/tests/{pgbouncer,failover,redis_ha}.rs`):
+//! 1. The server's end-to-end suite (`tests/tests/server.rs`) with
+//!    `pgbouncer` mode, through a PgBouncer in transaction pooling.
+//! 2. The engine tests (`tests/tests/{pgbouncer,failover,redis_ha}.rs`):
 //!    PgBouncer 1.18 in transaction pooling, a PostgreSQL primary with a
 //!    streaming replica promoted after a stop, a fenced primary, Redis
 //!    Cluster (3 + 3) and Sentinel (1 + 1, three sentinels). Each test
 //!    provisions its own engines on 127.0.0.1 and removes them when it
 //!    ends; they also run in `cargo xtask ci`.
-//! 2. The balancer drills of `cargo xtask chaos`: three release servers
+//! 3. The balancer drills of `cargo xtask chaos`: three release servers
 //!    behind HAProxy, one sent SIGTERM, then one sent SIGKILL, under load.
 //!
 //! Every child is in this process's group: Ctrl-C reaches them all (each
@@ -17,7 +19,8 @@
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use sluice_tests::provision::{TempPgBouncer, TempPostgres, TempRedis};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -107,9 +110,17 @@ pub(crate) fn run() -> Result<()> {
     })
     .context("cannot install the signal handler")?;
 
+    eprintln!(
+        "==> scale: the server's end-to-end suite through PgBouncer (transaction pooling, 20 server connections)"
+    );
+    let through_pgbouncer = server_suite_through_pgbouncer()?;
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+
     eprintln!("==> scale: engine tests (PgBouncer, replica failover, Redis Cluster and Sentinel)");
     let output = crate::cargo()
-        .args(["test", "-p", "sluice-tests"])
+        .args(["test", "-p", "sluice-tests", "--no-fail-fast"])
         .args([
             "--test",
             "pgbouncer",
@@ -131,7 +142,10 @@ pub(crate) fn run() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
-    let mut rows = Vec::new();
+    let mut rows = vec![(
+        "pgbouncer: the server's end-to-end suite (tests/tests/server.rs) with DB_POSTGRES_PGBOUNCER mode through PgBouncer".to_owned(),
+        through_pgbouncer,
+    )];
     for (suite, test, goal) in GOALS {
         let pass = text.contains(&format!("test {test} ... ok"));
         rows.push((format!("{suite}: {goal}"), pass));
@@ -167,4 +181,22 @@ pub(crate) fn run() -> Result<()> {
         Some(1) => bail!("a balancer drill missed its goal (see its table above)"),
         _ => bail!("the balancer drills could not run ({drills})"),
     }
+}
+
+/// `tests/tests/server.rs` with `DATABASE_URL` pointing at a PgBouncer in
+/// transaction pooling (in front of a throw-away PostgreSQL) and
+/// `SLUICE_TEST_PGBOUNCER` set; whether it passed.
+fn server_suite_through_pgbouncer() -> Result<bool> {
+    let pg = TempPostgres::start().map_err(|e| anyhow!("cannot start PostgreSQL: {e}"))?;
+    let bouncer =
+        TempPgBouncer::start(pg.port(), 20).map_err(|e| anyhow!("cannot start PgBouncer: {e}"))?;
+    let redis = TempRedis::start().map_err(|e| anyhow!("cannot start Redis: {e}"))?;
+    let status = crate::cargo()
+        .args(["test", "-p", "sluice-tests", "--test", "server"])
+        .env("DATABASE_URL", bouncer.url("postgres"))
+        .env("REDIS_URL", redis.url())
+        .env("SLUICE_TEST_PGBOUNCER", "1")
+        .status()
+        .context("cannot run cargo test")?;
+    Ok(status.success())
 }
