@@ -8,6 +8,7 @@
 //! the scheme of Finagle, Envoy and tower's `TpsBudget`; deposits expire
 //! after `ttl`, in ten slots.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,25 +46,45 @@ impl Default for BudgetConfig {
 }
 
 /// A retry budget; clones share it.
+///
+/// Deposits (one per first attempt: every call) are lock-free, one
+/// compare-and-swap on the current slot. Withdrawals (retries only) are
+/// serialized among themselves, so that two of them never both spend the
+/// last unit; a deposit racing one only adds to the balance it checked.
 #[derive(Debug, Clone)]
 pub struct RetryBudget {
     config: BudgetConfig,
     deposit: u64,
     reserve: u64,
     slot_len: Duration,
-    inner: Arc<Mutex<Slots>>,
+    inner: Arc<Slots>,
 }
 
+/// Ten slots, each a slot number (high 32 bits) and its net units
+/// (deposits minus withdrawals charged to it; low 32 bits, signed) in one
+/// word, so that a slot moves to a new number and takes its first deposit
+/// in one step.
 #[derive(Debug)]
 struct Slots {
-    /// Net units per slot (deposits minus withdrawals charged to it).
-    units: [i64; SLOTS],
-    /// The slot number (since `epoch`) each entry belongs to.
-    generation: [u64; SLOTS],
-    /// The slot number of the last call, so that expiry runs only when a
-    /// new slot begins.
-    last: u64,
+    slots: [AtomicU64; SLOTS],
+    /// Held while a withdrawal checks the balance and charges it.
+    withdrawing: Mutex<()>,
     epoch: Instant,
+}
+
+fn pack(number: u32, units: i32) -> u64 {
+    (u64::from(number) << 32) | u64::from(units as u32)
+}
+
+fn unpack(word: u64) -> (u32, i32) {
+    ((word >> 32) as u32, word as u32 as i32)
+}
+
+/// Whether slot number `a` is later than `b` (numbers wrap after 2^32
+/// slots: centuries at the shortest slot, 100 ms).
+fn later(a: u32, b: u32) -> bool {
+    let ahead = a.wrapping_sub(b);
+    ahead != 0 && ahead < 1 << 31
 }
 
 impl RetryBudget {
@@ -84,12 +105,11 @@ impl RetryBudget {
             deposit: (config.ratio * UNIT as f64).round() as u64,
             reserve: u64::from(config.min_per_second) * config.ttl.as_secs() * UNIT,
             slot_len: config.ttl / SLOTS as u32,
-            inner: Arc::new(Mutex::new(Slots {
-                units: [0; SLOTS],
-                generation: [0; SLOTS],
-                last: 0,
+            inner: Arc::new(Slots {
+                slots: std::array::from_fn(|_| AtomicU64::new(0)),
+                withdrawing: Mutex::new(()),
                 epoch: Instant::now(),
-            })),
+            }),
             config,
         })
     }
@@ -105,9 +125,25 @@ impl RetryBudget {
     }
 
     pub(crate) fn deposit_at(&self, now: Instant) {
-        let mut slots = self.lock();
-        let slot = slots.current(now, self.slot_len);
-        slots.units[slot] += self.deposit as i64;
+        let number = self.number(now);
+        let slot = &self.inner.slots[number as usize % SLOTS];
+        let deposit = i32::try_from(self.deposit).unwrap_or(i32::MAX);
+        let mut word = slot.load(Ordering::Relaxed);
+        loop {
+            let (seen, units) = unpack(word);
+            let next = if seen == number || later(seen, number) {
+                // This slot (or, after a race with a later caller, the
+                // slot that replaced it: the deposit counts a little longer).
+                pack(seen, units.saturating_add(deposit))
+            } else {
+                // The slot's previous round has expired: start it afresh.
+                pack(number, deposit)
+            };
+            match slot.compare_exchange_weak(word, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(current) => word = current,
+            }
+        }
     }
 
     /// Takes one retry from the budget; `false` when none is left.
@@ -116,48 +152,46 @@ impl RetryBudget {
     }
 
     pub(crate) fn try_withdraw_at(&self, now: Instant) -> bool {
-        let mut slots = self.lock();
-        let slot = slots.current(now, self.slot_len);
-        let balance: i64 = slots.units.iter().sum::<i64>() + self.reserve as i64;
+        let _one_at_a_time = match self.inner.withdrawing.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let number = self.number(now);
+        let balance: i64 = self
+            .inner
+            .slots
+            .iter()
+            .map(|slot| unpack(slot.load(Ordering::Relaxed)))
+            .filter(|(seen, _)| !later(number.wrapping_sub(SLOTS as u32 - 1), *seen))
+            .filter(|(seen, _)| !later(*seen, number))
+            .map(|(_, units)| i64::from(units))
+            .sum::<i64>()
+            + self.reserve as i64;
         if balance < UNIT as i64 {
             return false;
         }
-        slots.units[slot] -= UNIT as i64;
-        true
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
-        match self.inner.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-}
-
-impl Slots {
-    /// The index of the current slot, expiring every slot older than the
-    /// window on the way.
-    fn current(&mut self, now: Instant, slot_len: Duration) -> usize {
-        let generation = (now.saturating_duration_since(self.epoch).as_nanos()
-            / slot_len.as_nanos().max(1)) as u64;
-        // Slot numbers start at 1 so that the zeroed initial state is "empty".
-        let generation = generation + 1;
-        let index = (generation % SLOTS as u64) as usize;
-        if generation == self.last {
-            return index;
-        }
-        self.last = generation;
-        for i in 0..SLOTS {
-            if self.generation[i] + SLOTS as u64 <= generation {
-                self.units[i] = 0;
-                self.generation[i] = 0;
+        let slot = &self.inner.slots[number as usize % SLOTS];
+        let cost = UNIT as i32;
+        let mut word = slot.load(Ordering::Relaxed);
+        loop {
+            let (seen, units) = unpack(word);
+            let next = if seen == number || later(seen, number) {
+                pack(seen, units.saturating_sub(cost))
+            } else {
+                pack(number, -cost)
+            };
+            match slot.compare_exchange_weak(word, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(current) => word = current,
             }
         }
-        if self.generation[index] != generation {
-            self.units[index] = 0;
-            self.generation[index] = generation;
-        }
-        index
+    }
+
+    /// The slot number of `now`, from 1 (a zeroed slot is "never used").
+    fn number(&self, now: Instant) -> u32 {
+        let n = now.saturating_duration_since(self.inner.epoch).as_nanos()
+            / self.slot_len.as_nanos().max(1);
+        (n as u32).wrapping_add(1)
     }
 }
 
@@ -224,8 +258,8 @@ mod tests {
         assert!(!b.try_withdraw());
     }
 
-    /// Many threads at once: the mutex makes deposits and withdrawals
-    /// atomic, so the total granted never exceeds what was earned.
+    /// Many threads at once: deposits are atomic and withdrawals one at a
+    /// time, so the total granted never exceeds what was earned.
     #[test]
     fn concurrent_withdrawals_never_overdraw() {
         let b = budget(0.25, 1);
