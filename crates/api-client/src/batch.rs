@@ -88,7 +88,7 @@ impl ApiClient {
         }
         self.inner
             .metrics
-            .record(OpKind::Batch, Outcome::Ok, started.elapsed());
+            .record_since(OpKind::Batch, Outcome::Ok, started);
         slots
             .into_iter()
             .map(|slot| {

@@ -345,7 +345,7 @@ impl ApiClient {
             .map_err(ErrorClass::error_class);
         self.inner
             .metrics
-            .record_http(kind, request.method.as_str(), response, started.elapsed());
+            .record_http_since(kind, request.method.as_str(), response, started);
         let response = outcome?;
         if matches!(response.status, 429 | 502 | 503 | 504) {
             let retry_after = response

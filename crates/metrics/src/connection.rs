@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram, Label};
 
-use crate::histogram::{LatencyHistogram, RecentHistogram, Summary, slot_of};
+use crate::histogram::{LatencyHistogram, RecentHistogram, Sample, Summary, slot_of};
 use crate::names;
 use crate::operation::{Backend, OpKind, Outcome, method_label, status_code_label};
 
@@ -98,7 +98,25 @@ impl ConnectionMetrics {
     /// [`record_http`](Self::record_http), which knows the method and
     /// status).
     pub fn record(&self, kind: OpKind, outcome: Outcome, elapsed: Duration) {
-        self.record_snapshot(kind, outcome, elapsed);
+        self.record_at(kind, outcome, elapsed, tokio::time::Instant::now());
+    }
+
+    /// Records one operation that started at `started` and ends now: one
+    /// clock read both times it and places it in the last-minute window
+    /// (what [`timed`](Self::timed) does).
+    pub fn record_since(&self, kind: OpKind, outcome: Outcome, started: tokio::time::Instant) {
+        let now = tokio::time::Instant::now();
+        self.record_at(kind, outcome, now.saturating_duration_since(started), now);
+    }
+
+    fn record_at(
+        &self,
+        kind: OpKind,
+        outcome: Outcome,
+        elapsed: Duration,
+        now: tokio::time::Instant,
+    ) {
+        self.record_snapshot(kind, outcome, elapsed, now);
         if !self.inner.backend.is_database() {
             let error = match outcome {
                 Outcome::Ok => "",
@@ -138,6 +156,31 @@ impl ConnectionMetrics {
         response: Result<u16, &'static str>,
         elapsed: Duration,
     ) {
+        self.record_http_at(kind, method, response, elapsed, tokio::time::Instant::now());
+    }
+
+    /// [`record_http`](Self::record_http) for a request that started at
+    /// `started` and ends now (one clock read for both).
+    pub fn record_http_since(
+        &self,
+        kind: OpKind,
+        method: &str,
+        response: Result<u16, &'static str>,
+        started: tokio::time::Instant,
+    ) {
+        let now = tokio::time::Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        self.record_http_at(kind, method, response, elapsed, now);
+    }
+
+    fn record_http_at(
+        &self,
+        kind: OpKind,
+        method: &str,
+        response: Result<u16, &'static str>,
+        elapsed: Duration,
+        now: tokio::time::Instant,
+    ) {
         let (status, error) = match response {
             Ok(status) if status >= 400 => (status, status_code_label(status)),
             Ok(status) => (status, ""),
@@ -149,7 +192,7 @@ impl ConnectionMetrics {
         } else {
             Outcome::Ok
         };
-        self.record_snapshot(kind, outcome, elapsed);
+        self.record_snapshot(kind, outcome, elapsed, now);
         self.http_histogram((method_label(method), status, error))
             .record(elapsed);
     }
@@ -180,13 +223,18 @@ impl ConnectionMetrics {
         )
     }
 
-    fn record_snapshot(&self, kind: OpKind, outcome: Outcome, elapsed: Duration) {
+    fn record_snapshot(
+        &self,
+        kind: OpKind,
+        outcome: Outcome,
+        elapsed: Duration,
+        now: tokio::time::Instant,
+    ) {
         let figures = self.inner.kinds[kind.index()].get_or_init(KindFigures::new);
         let failed = !outcome.is_ok();
-        figures.total.record(elapsed, failed);
-        figures
-            .recent
-            .record(slot_of(tokio::time::Instant::now()), elapsed, failed);
+        let sample = Sample::of(elapsed);
+        figures.total.record_sample(sample, failed);
+        figures.recent.record_sample(slot_of(now), sample, failed);
     }
 
     fn http_histogram(&self, key: HttpKey) -> Histogram {

@@ -26,6 +26,28 @@ pub(crate) struct LatencyHistogram {
 }
 
 /// Percentiles read from a [`LatencyHistogram`].
+/// A value in nanoseconds and its bucket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    ns: u64,
+    bucket: usize,
+}
+
+impl Sample {
+    pub(crate) fn of(elapsed: Duration) -> Self {
+        // Whole seconds and nanoseconds in u64, saturating: cheaper than
+        // the u128 `as_nanos`, and the same for any latency below 584 years.
+        let ns = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        Self {
+            ns,
+            bucket: bucket_index(ns),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Summary {
     pub(crate) count: u64,
@@ -72,10 +94,21 @@ impl LatencyHistogram {
 
     /// Records one operation. Relaxed atomics: the snapshot is a statistic,
     /// not a synchronisation point.
+    #[cfg(test)]
     pub(crate) fn record(&self, elapsed: Duration, failed: bool) {
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[bucket_index(ns)].fetch_add(1, Ordering::Relaxed);
-        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        self.record_sample(Sample::of(elapsed), failed);
+    }
+
+    /// Records a sample whose bucket is already found (one lookup for the
+    /// histograms a value goes to).
+    pub(crate) fn record_sample(&self, sample: Sample, failed: bool) {
+        let Sample { ns, bucket } = sample;
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        // `fetch_max` is a locked compare-and-swap even when the maximum
+        // stays: most values are not a new maximum, so look first.
+        if ns > self.max_ns.load(Ordering::Relaxed) {
+            self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        }
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -182,7 +215,13 @@ impl RecentHistogram {
     }
 
     /// Records one operation that finished in slot `slot` (see [`slot_of`]).
+    #[cfg(test)]
     pub(crate) fn record(&self, slot: u64, elapsed: Duration, failed: bool) {
+        self.record_sample(slot, Sample::of(elapsed), failed);
+    }
+
+    /// [`record`](Self::record) of a sample whose bucket is found.
+    pub(crate) fn record_sample(&self, slot: u64, sample: Sample, failed: bool) {
         let (epoch, histogram) = &self.slots[(slot % SLOTS as u64) as usize];
         let seen = epoch.load(Ordering::Acquire);
         if seen != slot
@@ -192,7 +231,7 @@ impl RecentHistogram {
         {
             histogram.clear();
         }
-        histogram.record(elapsed, failed);
+        histogram.record_sample(sample, failed);
     }
 
     /// Figures over the slots of the window that ends in slot `now`.

@@ -65,7 +65,7 @@ impl ConnectionMetrics {
                 Outcome::Error(class)
             }
         };
-        self.record(kind, outcome, guard.started.elapsed());
+        self.record_since(kind, outcome, guard.started);
         result
     }
 }
@@ -81,11 +81,8 @@ struct CancelGuard<'a> {
 impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.metrics.record(
-                self.kind,
-                Outcome::Error("cancelled"),
-                self.started.elapsed(),
-            );
+            self.metrics
+                .record_since(self.kind, Outcome::Error("cancelled"), self.started);
         }
     }
 }
