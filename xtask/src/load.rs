@@ -505,6 +505,51 @@ pub(crate) fn run() -> Result<()> {
     ));
     drop(server);
 
+    // W4 against nginx as a reverse proxy in front of the same 0 ms
+    // upstream: three alternating rounds, medians and their spread.
+    {
+        let (server, port) =
+            start_server(&dir, "w4-nginx.log", |port| server_env(port, false, up0))?;
+        let (_nginx, nginx_port) = crate::nginx::start(&dir, up0)?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            ours.push(wrk(port, &get_external, c, s)?);
+            theirs.push(wrk(nginx_port, &get_external, c, s)?);
+        }
+        let median = |runs: &[Run], f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let spread = |runs: &[Run]| {
+            runs.iter()
+                .map(|r| format!("{:.0}", r.rps))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let ratio = median(&ours, |r| r.rps) / median(&theirs, |r| r.rps);
+        let mid = ours
+            .iter()
+            .min_by(|a, b| {
+                (a.rps - median(&ours, |r| r.rps))
+                    .abs()
+                    .total_cmp(&(b.rps - median(&ours, |r| r.rps)).abs())
+            })
+            .context("no rounds")?;
+        table.push(row(
+            "W4 vs nginx reverse proxy, 0 ms upstream (3 rounds, median)",
+            mid,
+            server.peak_rss_mib(),
+            &format!(
+                "nginx proxy_pass + keepalive {} req/s (p99 {:.2} ms), sluice {}; {ratio:.2}×",
+                spread(&theirs),
+                median(&theirs, |r| r.p99_ms),
+                spread(&ours)
+            ),
+            check(ratio >= 0.8),
+        ));
+    }
+
     // W4 with 0 ms and 20 ms upstreams, against wrk straight at them.
     for (upstream, label) in [(up0, "0 ms"), (up20, "20 ms")] {
         let (server, port) =

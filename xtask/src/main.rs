@@ -8,6 +8,7 @@ mod chaos;
 mod ci;
 mod layers;
 mod load;
+mod nginx;
 mod rules;
 mod scale;
 mod schema;
