@@ -564,13 +564,7 @@ impl TempRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ProvisionError::Missing {
-                    binary: "redis-server",
-                    install: "apt-get install -y redis-server",
-                },
-                _ => failed(format!("spawn redis-server: {e}")),
-            })?;
+            .map_err(|e| spawn_error(e, "redis-server", "apt-get install -y redis-server"))?;
         self.child = Some(child);
         if wait_for_port(self.port, Duration::from_secs(10)) {
             Ok(())
@@ -645,6 +639,15 @@ fn alive(pid: &str) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z")
     })
+}
+
+/// A failed spawn of a service's `binary`: when it is not installed, the
+/// error names the package that provides it.
+fn spawn_error(e: io::Error, binary: &'static str, install: &'static str) -> ProvisionError {
+    match e.kind() {
+        io::ErrorKind::NotFound => ProvisionError::Missing { binary, install },
+        _ => failed(format!("spawn {binary}: {e}")),
+    }
 }
 
 fn run(cmd: &mut Command) -> Result<(), ProvisionError> {

@@ -14,6 +14,7 @@
 //! - [`trace_context`]: the process-wide switch for trace propagation.
 //! - [`names`]: the table of every metric, its labels and buckets.
 
+pub mod conformance;
 mod connection;
 mod dependency;
 mod histogram;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sluice_metrics::names::{METRICS, MetricType, OPTIONAL_LABELS};
+use sluice_metrics::names::{METRICS, MetricType};
 use sluice_metrics::server::{ServedRequest, ServerMetrics};
 use sluice_metrics::{Backend, OpKind, Outcome, Registry};
 
@@ -140,53 +140,7 @@ fn exposition_has_real_histograms_with_sub_millisecond_buckets() {
 #[test]
 fn exposition_matches_the_table() {
     let (text, _) = recorded_exposition();
-    let mut seen = std::collections::BTreeSet::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap();
-            let spec = METRICS
-                .iter()
-                .find(|m| m.name == name)
-                .unwrap_or_else(|| panic!("{name} is not in names::METRICS"));
-            assert_eq!(spec.kind.as_str(), kind, "{name}");
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, _) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
-        let spec = METRICS
-            .iter()
-            .find(|m| {
-                name == m.name
-                    || (m.kind == MetricType::Histogram
-                        && ["_bucket", "_sum", "_count"]
-                            .iter()
-                            .any(|s| name == format!("{}{s}", m.name)))
-            })
-            .unwrap_or_else(|| panic!("{name} is not in names::METRICS"));
-        seen.insert(spec.name);
-        let names: Vec<&str> = labels
-            .trim_end_matches('}')
-            .split("\",")
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split_once('=').unwrap().0)
-            .filter(|l| *l != "le")
-            .collect();
-        for label in &names {
-            assert!(
-                spec.labels.contains(label),
-                "{name}: label {label} is not in the table"
-            );
-        }
-        for label in spec.labels {
-            assert!(
-                names.contains(label) || OPTIONAL_LABELS.contains(label),
-                "{name}: label {label} missing in {line}"
-            );
-        }
-    }
+    let seen = sluice_metrics::conformance::check_exposition(&text).unwrap();
     for m in METRICS {
         assert!(seen.contains(m.name), "{} was not exercised", m.name);
     }

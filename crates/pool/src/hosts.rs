@@ -34,6 +34,16 @@ pub(crate) struct HostPort {
     pub(crate) port: Option<u16>,
 }
 
+#[cfg(test)]
+impl HostPort {
+    pub(crate) fn new(host: &str, port: Option<u16>) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+        }
+    }
+}
+
 /// A PostgreSQL URL taken apart: the URL sqlx can parse (first host only,
 /// `target_session_attrs` removed), every host, and the target.
 #[derive(Debug, PartialEq, Eq)]
@@ -135,13 +145,6 @@ pub(crate) fn split_hosts(list: &str, field: &'static str) -> Result<Vec<HostPor
 mod tests {
     use super::*;
 
-    fn hp(host: &str, port: Option<u16>) -> HostPort {
-        HostPort {
-            host: host.to_owned(),
-            port,
-        }
-    }
-
     #[test]
     fn several_hosts_and_the_target_are_taken_out_of_the_url() {
         let s = split_url(
@@ -152,9 +155,9 @@ mod tests {
         assert_eq!(
             s.hosts,
             vec![
-                hp("db1", Some(5432)),
-                hp("db2", None),
-                hp("::1", Some(6432))
+                HostPort::new("db1", Some(5432)),
+                HostPort::new("db2", None),
+                HostPort::new("::1", Some(6432))
             ]
         );
         assert_eq!(s.target, TargetSession::ReadWrite);
@@ -164,7 +167,7 @@ mod tests {
     fn a_plain_url_is_left_as_it_is() {
         let s = split_url("postgres://u@localhost/db").unwrap();
         assert_eq!(s.url, "postgres://u@localhost/db");
-        assert_eq!(s.hosts, vec![hp("localhost", None)]);
+        assert_eq!(s.hosts, vec![HostPort::new("localhost", None)]);
         assert_eq!(s.target, TargetSession::Any);
         let s = split_url("postgres:///db?host=/run/pg").unwrap();
         assert_eq!(s.url, "postgres:///db?host=/run/pg");

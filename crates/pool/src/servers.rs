@@ -192,19 +192,12 @@ impl Servers {
 mod tests {
     use super::*;
 
-    fn hp(host: &str, port: Option<u16>) -> HostPort {
-        HostPort {
-            host: host.to_owned(),
-            port,
-        }
-    }
-
     #[test]
     fn hosts_default_to_the_base_port() {
         let base = PgConnectOptions::new_without_pgpass().port(6543);
         let servers = Servers::new(
             base,
-            &[hp("a", None), hp("b", Some(7000))],
+            &[HostPort::new("a", None), HostPort::new("b", Some(7000))],
             TargetSession::Any,
         );
         assert!(servers.chooses());

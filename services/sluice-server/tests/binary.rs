@@ -568,52 +568,15 @@ fn help_lists_every_variable() {
 /// (optional ones aside), and its `HELP` line; the docs' table is
 /// rendered from the same table.
 fn check_against_the_table(text: &str) {
-    use sluice_metrics::names::{METRICS, MetricType, OPTIONAL_LABELS};
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap();
-            let spec = METRICS.iter().find(|m| m.name == name);
-            assert_eq!(spec.map(|m| m.kind.as_str()), Some(kind), "{line}");
-            assert!(
-                text.contains(&format!("# HELP {name} ")),
-                "{name} has no HELP"
-            );
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let series = line.rsplit_once(' ').unwrap().0;
-        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
-        let spec = METRICS
-            .iter()
-            .find(|m| {
-                name == m.name
-                    || (m.kind == MetricType::Histogram
-                        && ["_bucket", "_sum", "_count"]
-                            .iter()
-                            .any(|s| name == format!("{}{s}", m.name)))
-            })
-            .unwrap_or_else(|| panic!("{name} is not in the table"));
-        let names: Vec<&str> = labels
-            .trim_end_matches('}')
-            .split("\",")
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split_once('=').unwrap().0)
-            .filter(|l| *l != "le")
-            .collect();
-        for label in &names {
-            assert!(
-                spec.labels.contains(label),
-                "{line}: {label} is not in the table"
-            );
-        }
-        for label in spec.labels {
-            assert!(
-                names.contains(label) || OPTIONAL_LABELS.contains(label),
-                "{line}: {label} missing"
-            );
-        }
+    if let Err(problem) = sluice_metrics::conformance::check_exposition(text) {
+        panic!("{problem}");
+    }
+    for name in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = name.split(' ').next().unwrap_or_default();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP"
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{ProvisionError, failed, free_port, unique_dir, wait_for_port};
+use super::{ProvisionError, failed, free_port, spawn_error, unique_dir, wait_for_port};
 
 /// HAProxy balancing over fixed backends; killed and removed on drop.
 #[derive(Debug)]
@@ -74,13 +74,7 @@ impl TempHaproxy {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ProvisionError::Missing {
-                    binary: "haproxy",
-                    install: "apt-get install -y haproxy",
-                },
-                _ => failed(format!("spawn haproxy: {e}")),
-            })?;
+            .map_err(|e| spawn_error(e, "haproxy", "apt-get install -y haproxy"))?;
         let proxy = Self {
             dir,
             port,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{ProvisionError, failed, free_port, is_root, run, unique_dir, wait_for_port};
+use super::{
+    ProvisionError, failed, free_port, is_root, run, spawn_error, unique_dir, wait_for_port,
+};
 
 /// A PgBouncer on 127.0.0.1, `pool_mode = transaction`, trust auth for
 /// `postgres`, stopped and removed on drop.
@@ -58,13 +60,7 @@ impl TempPgBouncer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ProvisionError::Missing {
-                    binary: "pgbouncer",
-                    install: "apt-get install -y pgbouncer",
-                },
-                _ => failed(format!("spawn pgbouncer: {e}")),
-            })?;
+            .map_err(|e| spawn_error(e, "pgbouncer", "apt-get install -y pgbouncer"))?;
         let bouncer = Self {
             dir,
             port,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ProvisionError, failed, free_port, unique_dir, wait_for_port};
+use super::{ProvisionError, failed, free_port, spawn_error, unique_dir, wait_for_port};
 
 /// One `redis-server` (or sentinel) process with a directory of its own.
 #[derive(Debug)]
@@ -32,13 +32,7 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ProvisionError::Missing {
-                    binary: "redis-server",
-                    install: "apt-get install -y redis-server",
-                },
-                _ => failed(format!("spawn redis-server: {e}")),
-            })?;
+            .map_err(|e| spawn_error(e, "redis-server", "apt-get install -y redis-server"))?;
         let node = Self {
             port,
             child: Some(child),
