@@ -1,4 +1,4 @@
-//! Checks a Prometheus exposition against [`names::METRICS`]: every
+//! Checks a Prometheus exposition against [`METRICS`]: every
 //! series is in the table, with its kind, and with exactly the table's
 //! labels (optional ones may be absent). The crate's own tests and the
 //! server's check the live `/metrics` with it.

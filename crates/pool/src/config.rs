@@ -258,6 +258,11 @@ impl ConnectionConfig {
         if self.retry_delay.is_zero() {
             return Err(Error::config("retry_delay", "must be greater than zero"));
         }
+        if self.kind == Kind::Postgres && self.url.is_none() {
+            // One host or several (`db1,db2:5433`), checked before any
+            // connect.
+            crate::hosts::split_hosts(&self.host, "host")?;
+        }
         if let Some(replica) = &self.read_replica_url {
             if self.kind != Kind::Postgres || kind_of_url(replica.expose()) != Some(Kind::Postgres)
             {

@@ -19,9 +19,10 @@ impl TargetSession {
         match value {
             "any" => Ok(Self::Any),
             "read-write" | "primary" => Ok(Self::ReadWrite),
+            // Named as the URL, the setting it comes in.
             _ => Err(Error::config(
-                "target_session_attrs",
-                "must be any, read-write or primary",
+                "url",
+                "target_session_attrs must be any, read-write or primary",
             )),
         }
     }

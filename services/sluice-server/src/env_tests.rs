@@ -102,6 +102,17 @@ fn a_bad_value_names_its_variable() {
         ("SLUICE_BIND", "localhost", "SLUICE_BIND"),
         ("DATABASE_URL", "mysql://x/y", "DATABASE_URL"),
         ("DATABASE_URL", "sqlite://x.db", "DATABASE_URL"),
+        (
+            "DATABASE_URL",
+            "postgres://u:pw@h1,h2/db?target_session_attrs=standby",
+            "DATABASE_URL",
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://u:pw@h1:99999,h2/db",
+            "DATABASE_URL",
+        ),
+        ("DB_POSTGRES_HOST", "h1,,h2", "DB_POSTGRES_HOST"),
         ("DB_POSTGRES_HOST", "db", "none"),
         (
             "IO_MAX_CONCURRENT_REQUESTS",
