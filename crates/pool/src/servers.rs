@@ -117,9 +117,12 @@ impl Servers {
         match self.target {
             TargetSession::Any => Ok(true),
             TargetSession::ReadWrite => {
-                let (read_only,): (String,) = sqlx::query_as("SHOW transaction_read_only")
+                // A simple query: one round trip, no prepared statement
+                // (which PgBouncer in transaction pooling could misroute).
+                let row = sqlx::raw_sql("SHOW transaction_read_only")
                     .fetch_one(&mut *conn)
                     .await?;
+                let read_only: String = sqlx::Row::try_get(&row, 0)?;
                 Ok(read_only == "off")
             }
         }
