@@ -271,12 +271,7 @@ impl ConnectionConfig {
                     "a read replica is a postgres:// URL, for a PostgreSQL database",
                 ));
             }
-            let first = crate::hosts::split_url(replica.expose())
-                .map_err(|_| Error::config("read_replica_url", "not a valid PostgreSQL URL"))?
-                .url;
-            if url::Url::parse(&first).is_err() {
-                return Err(Error::config("read_replica_url", "not a valid URL"));
-            }
+            check_postgres_url(replica.expose(), "read_replica_url")?;
         }
         if let Some(url) = &self.url {
             if kind_of_url(url.expose()) != Some(self.kind) {
@@ -285,27 +280,12 @@ impl ConnectionConfig {
                     format!("scheme does not match the {} backend", self.kind.as_str()),
                 ));
             }
-            // Several PostgreSQL hosts are not a URL to the `url` crate:
-            // the URL with its first host must be.
-            let checked = match self.kind {
-                Kind::Postgres => crate::hosts::split_url(url.expose())?.url,
-                _ => url.expose().clone(),
-            };
-            if self.kind != Kind::Sqlite && url::Url::parse(&checked).is_err() {
-                return Err(Error::config("url", "not a valid URL"));
-            }
-            // What the driver itself refuses (`sslmode=bogus`, a bad port
-            // parameter…) is a configuration error too, found before any
-            // connect. Its message could quote the URL: not passed on.
-            #[cfg(feature = "sql")]
-            if self.kind == Kind::Postgres
-                && <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&checked)
-                    .is_err()
-            {
-                return Err(Error::config(
-                    "url",
-                    "not a valid PostgreSQL URL (check its query parameters, e.g. sslmode)",
-                ));
+            match self.kind {
+                Kind::Postgres => check_postgres_url(url.expose(), "url")?,
+                Kind::Redis if url::Url::parse(url.expose()).is_err() => {
+                    return Err(Error::config("url", "not a valid URL"));
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -350,6 +330,32 @@ impl ConnectionConfig {
             ),
         }
     }
+}
+
+/// Checks a PostgreSQL URL (one host or several) as the pool will read
+/// it, naming `field` in errors and never quoting the URL (it may hold a
+/// password).
+fn check_postgres_url(url: &str, field: &'static str) -> Result<()> {
+    let named = |e: Error| match e {
+        Error::Config { reason, .. } => Error::config(field, reason),
+        other => other,
+    };
+    // Several hosts are not a URL to the `url` crate or to sqlx: the URL
+    // with its first host must be.
+    let first = crate::hosts::split_url(url).map_err(named)?.url;
+    if url::Url::parse(&first).is_err() {
+        return Err(Error::config(field, "not a valid URL"));
+    }
+    // What the driver itself refuses (`sslmode=bogus`, a bad port
+    // parameter…) is a configuration error too, found before any connect.
+    #[cfg(feature = "sql")]
+    if <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&first).is_err() {
+        return Err(Error::config(
+            field,
+            "not a valid PostgreSQL URL (check its query parameters, e.g. sslmode)",
+        ));
+    }
+    Ok(())
 }
 
 /// `db1:5432,db2/app` out of `postgres://user:pw@db1:5432,db2/app?…`.

@@ -97,6 +97,20 @@ fn upstream_deadlines_end_before_the_request() {
 }
 
 #[test]
+fn a_bad_read_replica_url_names_its_variable_without_quoting_it() {
+    let err = settings(&[
+        ("DATABASE_URL", "postgres://app@db/app"),
+        (
+            "DB_POSTGRES_READ_URL",
+            "postgres://r:s3cret@r1,r2/db?sslmode=bogus",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(err.variable, "DB_POSTGRES_READ_URL", "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+#[test]
 fn a_bad_value_names_its_variable() {
     for (key, value, named) in [
         ("SLUICE_BIND", "localhost", "SLUICE_BIND"),
