@@ -125,25 +125,8 @@ impl RetryBudget {
     }
 
     pub(crate) fn deposit_at(&self, now: Instant) {
-        let number = self.number(now);
-        let slot = &self.inner.slots[number as usize % SLOTS];
         let deposit = i32::try_from(self.deposit).unwrap_or(i32::MAX);
-        let mut word = slot.load(Ordering::Relaxed);
-        loop {
-            let (seen, units) = unpack(word);
-            let next = if seen == number || later(seen, number) {
-                // This slot (or, after a race with a later caller, the
-                // slot that replaced it: the deposit counts a little longer).
-                pack(seen, units.saturating_add(deposit))
-            } else {
-                // The slot's previous round has expired: start it afresh.
-                pack(number, deposit)
-            };
-            match slot.compare_exchange_weak(word, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(current) => word = current,
-            }
-        }
+        self.add(self.number(now), deposit);
     }
 
     /// Takes one retry from the budget; `false` when none is left.
@@ -170,18 +153,27 @@ impl RetryBudget {
         if balance < UNIT as i64 {
             return false;
         }
+        self.add(number, -(UNIT as i32));
+        true
+    }
+
+    /// Adds `units` (a deposit, or a withdrawal's negative cost) to the
+    /// slot of `number`: one compare-and-swap, uncontended.
+    fn add(&self, number: u32, units: i32) {
         let slot = &self.inner.slots[number as usize % SLOTS];
-        let cost = UNIT as i32;
         let mut word = slot.load(Ordering::Relaxed);
         loop {
-            let (seen, units) = unpack(word);
+            let (seen, held) = unpack(word);
             let next = if seen == number || later(seen, number) {
-                pack(seen, units.saturating_sub(cost))
+                // This slot (or, after a race with a later caller, the
+                // slot that replaced it: the units count a little longer).
+                pack(seen, held.saturating_add(units))
             } else {
-                pack(number, -cost)
+                // The slot's previous round has expired: start it afresh.
+                pack(number, units)
             };
             match slot.compare_exchange_weak(word, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => return,
                 Err(current) => word = current,
             }
         }
