@@ -188,7 +188,7 @@ impl TempPostgres {
         let mut pg = Self {
             bindir,
             dir,
-            port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
+            port: any_port()?,
             as_postgres_user,
             durable,
             frozen: false,
@@ -525,7 +525,7 @@ impl TempRedis {
     ) -> Result<Self, ProvisionError> {
         let dir = unique_dir("sluice-redis").map_err(|e| failed(format!("temp dir: {e}")))?;
         let mut redis = Self {
-            port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
+            port: any_port()?,
             dir,
             tls,
             client_ca,
@@ -639,6 +639,11 @@ fn alive(pid: &str) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z")
     })
+}
+
+/// [`free_port`] as a provisioning error.
+fn any_port() -> Result<u16, ProvisionError> {
+    free_port().map_err(|e| failed(format!("free port: {e}")))
 }
 
 /// A failed spawn of a service's `binary`: when it is not installed, the

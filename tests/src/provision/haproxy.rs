@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{ProvisionError, failed, free_port, spawn_error, unique_dir, wait_for_port};
+use super::{ProvisionError, any_port, failed, spawn_error, unique_dir, wait_for_port};
 
 /// HAProxy balancing over fixed backends; killed and removed on drop.
 #[derive(Debug)]
@@ -59,8 +59,8 @@ impl TempHaproxy {
     /// Starts HAProxy on a free port in front of `backends`.
     pub fn start(backends: &[SocketAddr]) -> Result<Self, ProvisionError> {
         let dir = unique_dir("sluice-haproxy").map_err(|e| failed(format!("temp dir: {e}")))?;
-        let port = free_port().map_err(|e| failed(format!("free port: {e}")))?;
-        let stats_port = free_port().map_err(|e| failed(format!("free port: {e}")))?;
+        let port = any_port()?;
+        let stats_port = any_port()?;
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, haproxy_config(port, stats_port, backends))
             .map_err(|e| failed(format!("haproxy.cfg: {e}")))?;

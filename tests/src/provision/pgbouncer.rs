@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{
-    ProvisionError, failed, free_port, is_root, run, spawn_error, unique_dir, wait_for_port,
+    ProvisionError, any_port, failed, is_root, run, spawn_error, unique_dir, wait_for_port,
 };
 
 /// A PgBouncer on 127.0.0.1, `pool_mode = transaction`, trust auth for
@@ -24,7 +24,7 @@ impl TempPgBouncer {
     /// most `server_connections` server connections per database.
     pub fn start(pg_port: u16, server_connections: u32) -> Result<Self, ProvisionError> {
         let dir = unique_dir("sluice-pgbouncer").map_err(|e| failed(format!("temp dir: {e}")))?;
-        let port = free_port().map_err(|e| failed(format!("free port: {e}")))?;
+        let port = any_port()?;
         let config = format!(
             "[databases]\n\
              * = host=127.0.0.1 port={pg_port}\n\

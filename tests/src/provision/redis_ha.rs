@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ProvisionError, failed, free_port, spawn_error, unique_dir, wait_for_port};
+use super::{ProvisionError, any_port, failed, spawn_error, unique_dir, wait_for_port};
 
 /// One `redis-server` (or sentinel) process with a directory of its own.
 #[derive(Debug)]
@@ -105,10 +105,10 @@ impl TempRedisCluster {
         };
         for i in 0..6 {
             let node_dir = cluster.dir.join(format!("n{i}"));
-            let port = free_port().map_err(|e| failed(format!("free port: {e}")))?;
+            let port = any_port()?;
             // The bus port is usually port + 10000, which may be taken or
             // beyond 65535 for an ephemeral port: pick one.
-            let bus = free_port().map_err(|e| failed(format!("free port: {e}")))?;
+            let bus = any_port()?;
             let args = vec![
                 "--cluster-enabled".to_owned(),
                 "yes".to_owned(),
@@ -250,11 +250,11 @@ impl TempRedisSentinel {
             servers: Vec::new(),
             sentinels: Vec::new(),
         };
-        let master_port = free_port().map_err(|e| failed(format!("free port: {e}")))?;
+        let master_port = any_port()?;
         group
             .servers
             .push(Node::spawn(&group.dir.join("master"), master_port, &[])?);
-        let replica_port = free_port().map_err(|e| failed(format!("free port: {e}")))?;
+        let replica_port = any_port()?;
         let replica_of = vec![
             "--replicaof".to_owned(),
             "127.0.0.1".to_owned(),
@@ -268,7 +268,7 @@ impl TempRedisSentinel {
         for i in 0..3 {
             let sentinel_dir = group.dir.join(format!("sentinel{i}"));
             std::fs::create_dir_all(&sentinel_dir).map_err(|e| failed(format!("dir: {e}")))?;
-            let port = free_port().map_err(|e| failed(format!("free port: {e}")))?;
+            let port = any_port()?;
             // Sentinels rewrite their configuration file: one each.
             let config = sentinel_dir.join("sentinel.conf");
             std::fs::write(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ProvisionError, TempPostgres, failed, free_port, run, unique_dir};
+use super::{ProvisionError, TempPostgres, any_port, failed, run, unique_dir};
 
 impl TempPostgres {
     /// A streaming replica of this server (`pg_basebackup -R`: a hot
@@ -19,7 +19,7 @@ impl TempPostgres {
         let mut replica = TempPostgres {
             bindir: self.bindir.clone(),
             dir,
-            port: free_port().map_err(|e| failed(format!("free port: {e}")))?,
+            port: any_port()?,
             as_postgres_user: self.as_postgres_user,
             durable: self.durable,
             frozen: false,
