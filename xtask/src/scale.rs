@@ -12,17 +12,33 @@
 //! 3. The balancer drills of `cargo xtask chaos`: three release servers
 //!    behind HAProxy, one sent SIGTERM, then one sent SIGKILL, under load.
 //!
-//! Every child is in this process's group: Ctrl-C reaches them all (each
-//! engine shuts down on SIGINT), and a SIGTERM to this process is passed
-//! on to the group as SIGINT, so no engine outlives the run.
+//! The test runs and the drills run in process groups of their own, with
+//! every engine they start. Ctrl-C or SIGTERM to this process is passed on
+//! to the running one's group as SIGINT (each engine shuts down on it),
+//! and never to the group this process was started in: a script that runs
+//! `cargo xtask scale` is not interrupted with it.
 
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use sluice_tests::provision::{TempPgBouncer, TempPostgres, TempRedis};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The process group of the step running now (0: none).
+static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Starts `command` as the leader of a process group of its own, which
+/// the signal handler interrupts.
+fn spawn_in_own_group(command: &mut Command) -> Result<Child> {
+    let child = command
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    RUNNING_GROUP.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+    Ok(child)
+}
 
 /// The engine tests and the goal each proves.
 const GOALS: &[(&str, &str, &str)] = &[
@@ -104,8 +120,12 @@ pub(crate) fn run() -> Result<()> {
     }
     ctrlc::set_handler(|| {
         if !INTERRUPTED.swap(true, Ordering::SeqCst) {
-            // Pass it on to the whole process group (this one survives).
-            let _ = Command::new("kill").args(["-INT", "0"]).status();
+            let group = RUNNING_GROUP.load(Ordering::SeqCst);
+            if group > 0 {
+                let _ = Command::new("kill")
+                    .args(["-INT", &format!("-{group}")])
+                    .status();
+            }
         }
     })
     .context("cannot install the signal handler")?;
@@ -119,21 +139,23 @@ pub(crate) fn run() -> Result<()> {
     }
 
     eprintln!("==> scale: engine tests (PgBouncer, replica failover, Redis Cluster and Sentinel)");
-    let output = crate::cargo()
-        .args(["test", "-p", "sluice-tests", "--no-fail-fast"])
-        .args([
-            "--test",
-            "pgbouncer",
-            "--test",
-            "failover",
-            "--test",
-            "redis_ha",
-        ])
-        .args(["--", "--nocapture", "--test-threads", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .context("cannot run cargo test")?;
+    let output = spawn_in_own_group(
+        crate::cargo()
+            .args(["test", "-p", "sluice-tests", "--no-fail-fast"])
+            .args([
+                "--test",
+                "pgbouncer",
+                "--test",
+                "failover",
+                "--test",
+                "redis_ha",
+            ])
+            .args(["--", "--nocapture", "--test-threads", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )?
+    .wait_with_output()
+    .context("cannot run cargo test")?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -157,10 +179,15 @@ pub(crate) fn run() -> Result<()> {
 
     eprintln!("==> scale: three servers behind HAProxy (chaos balancer drills)");
     crate::load::build_release()?;
-    let drills = Command::new(crate::load::release_example("chaos"))
-        .arg(crate::load::release_bin("sluice-server"))
-        .args(["balancer-sigterm", "balancer-sigkill"])
-        .status()?;
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    let drills = spawn_in_own_group(
+        Command::new(crate::load::release_example("chaos"))
+            .arg(crate::load::release_bin("sluice-server"))
+            .args(["balancer-sigterm", "balancer-sigkill"]),
+    )?
+    .wait()?;
 
     println!("\n| scenario | result |");
     println!("| --- | --- |");
@@ -191,12 +218,14 @@ fn server_suite_through_pgbouncer() -> Result<bool> {
     let bouncer =
         TempPgBouncer::start(pg.port(), 20).map_err(|e| anyhow!("cannot start PgBouncer: {e}"))?;
     let redis = TempRedis::start().map_err(|e| anyhow!("cannot start Redis: {e}"))?;
-    let status = crate::cargo()
-        .args(["test", "-p", "sluice-tests", "--test", "server"])
-        .env("DATABASE_URL", bouncer.url("postgres"))
-        .env("REDIS_URL", redis.url())
-        .env("SLUICE_TEST_PGBOUNCER", "1")
-        .status()
-        .context("cannot run cargo test")?;
+    let status = spawn_in_own_group(
+        crate::cargo()
+            .args(["test", "-p", "sluice-tests", "--test", "server"])
+            .env("DATABASE_URL", bouncer.url("postgres"))
+            .env("REDIS_URL", redis.url())
+            .env("SLUICE_TEST_PGBOUNCER", "1"),
+    )?
+    .wait()
+    .context("cannot run cargo test")?;
     Ok(status.success())
 }
