@@ -85,9 +85,7 @@ impl SqlConnection {
             LentConnection::Sqlite(c) => c.close_on_drop(),
         }
     }
-}
 
-impl SqlConnection {
     /// Reports that a statement on this connection failed because the
     /// server is read-only (SQLSTATE 25006). With
     /// `target_session_attrs=read-write`, the server was demoted under
