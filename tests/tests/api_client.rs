@@ -228,6 +228,81 @@ async fn concurrent_batches_share_one_cap() {
     assert!(upstream.state.max_in_flight.load(Ordering::SeqCst) <= 20);
 }
 
+/// Two batches of 40 behind a limit of 4, each request 10 ms: first come,
+/// first served would run one batch, then the other, and make a single
+/// request wait behind everything queued. Fair share takes turns.
+#[tokio::test]
+async fn concurrent_batches_take_turns_and_a_single_request_waits_behind_neither() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(10, Ordering::SeqCst);
+    let api = ApiClient::with_limiter(
+        config(&upstream),
+        Arc::new(Semaphore::new(4)),
+        &Registry::new(),
+    )
+    .unwrap();
+    let received = || upstream.state.requests.load(Ordering::SeqCst);
+    let batch = |name: &'static str| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let requests = (0..40)
+                .map(|i| ApiRequest::get(path(&["data", &format!("{name}{i}")])))
+                .collect();
+            let results = api.batch(requests, None).await;
+            assert!(results.iter().all(Result::is_ok), "{name}: an item failed");
+        })
+    };
+    let (first, second) = (batch("a"), batch("b"));
+    // Wait until both batches are under way (the limit is full).
+    while received() < 8 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let single = api
+        .request(ApiRequest::get(path(&["data", "single"])))
+        .await
+        .unwrap();
+    assert_eq!(single.status, 200);
+    // Behind at most one request per batch plus the four in flight; first
+    // come, first served would have sent some seventy before it.
+    let before_single = received();
+    assert!(
+        before_single <= 24,
+        "{before_single} requests reached the upstream before the single one finished"
+    );
+    // Taking turns, the batches end together: when the first ends, nearly
+    // all 80 were sent (one after the other, it would be about 44).
+    let sent_when_first_ended = tokio::select! {
+        _ = first => received(),
+        _ = second => received(),
+    };
+    assert!(
+        sent_when_first_ended >= 70,
+        "only {sent_when_first_ended} of 81 requests were sent when the first batch ended"
+    );
+    assert!(upstream.state.max_in_flight.load(Ordering::SeqCst) <= 4);
+    for id in ["a0", "a39", "b0", "b39", "single"] {
+        assert_eq!(upstream.state.hits(&format!("/data/{id}")), 1, "{id}");
+    }
+}
+
+/// A batch alone is not held to one slot at a time: it fills the limit.
+#[tokio::test]
+async fn a_batch_alone_uses_every_free_slot() {
+    let upstream = Upstream::start().await.unwrap();
+    upstream.state.latency_ms.store(50, Ordering::SeqCst);
+    let api = client(config(&upstream));
+    let requests = (0..100)
+        .map(|i| ApiRequest::get(path(&["data", &i.to_string()])))
+        .collect();
+    let results = api.batch(requests, None).await;
+    assert!(results.iter().all(Result::is_ok));
+    let max = upstream.state.max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        max >= 90,
+        "only {max} of 100 requests were in flight at once"
+    );
+}
+
 #[tokio::test]
 async fn a_batch_with_mixed_failures_returns_every_item_in_order() {
     let upstream = Upstream::start().await.unwrap();

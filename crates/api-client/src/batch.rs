@@ -1,15 +1,30 @@
-//! [`ApiClient::batch`]: many requests, bounded fan-out, one deadline.
+//! [`ApiClient::batch`]: many requests, bounded fan-out, one deadline, and
+//! a fair share of the in-flight limit.
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use sluice_metrics::{OpKind, Outcome};
-use tokio::task::JoinSet;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::client::ApiClient;
 use crate::error::{ApiError, Result};
 use crate::request::{ApiRequest, ApiResponse};
+
+type Admission =
+    Pin<Box<dyn Future<Output = std::result::Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// What the batch's driver loop woke up for.
+enum Event {
+    Admitted(std::result::Result<OwnedSemaphorePermit, AcquireError>),
+    Joined(Option<std::result::Result<(usize, Result<ApiResponse>), JoinError>>),
+    DeadlinePassed,
+}
 
 impl ApiClient {
     /// Sends every request concurrently, at most the shared in-flight limit
@@ -18,6 +33,14 @@ impl ApiClient {
     /// `None`). Returns one result per request, in input order: a failed
     /// request is a failed item, never a failed batch. Identical body-less
     /// GETs in one batch are sent once and their result repeated.
+    ///
+    /// **Fair share.** A batch takes in-flight slots one at a time and
+    /// keeps at most one request waiting for a slot, so the limiter's
+    /// first-come queue holds one place per batch: concurrent batches take
+    /// turns slot by slot, and a single request waits behind at most one
+    /// request per batch, never behind whole batches. A batch alone still
+    /// uses every free slot at once. Requests never given a slot before
+    /// the deadline fail as [`ApiError::Overloaded`] without being sent.
     pub async fn batch(
         &self,
         requests: Vec<ApiRequest>,
@@ -43,22 +66,12 @@ impl ApiClient {
             };
             slots.push(slot);
         }
+        let mut results: Vec<Option<Result<ApiResponse>>> = vec![None; unique.len()];
+        let mut waiting = unique.into_iter().enumerate();
+        let mut next = waiting.next();
+        let admit = || -> Admission { Box::pin(self.inner.limiter.clone().acquire_owned()) };
+        let mut admission = next.as_ref().map(|_| admit());
         let mut tasks = JoinSet::new();
-        for (index, mut request) in unique.into_iter().enumerate() {
-            let client = self.clone();
-            request.timeout = Some(request.timeout.map_or(deadline, |t| t.min(deadline)));
-            tasks.spawn(async move {
-                let result = match tokio::time::timeout_at(ends, client.request(request)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(ApiError::Timeout {
-                        upstream: client.inner.name.clone(),
-                        after: deadline,
-                    }),
-                };
-                (index, result)
-            });
-        }
-        let mut results: Vec<Option<Result<ApiResponse>>> = vec![None; tasks.len()];
         // Bodies held so far; past the limit, nothing more is fetched.
         let limit = self.inner.config.max_batch_bytes;
         let too_large = || ApiError::BatchTooLarge {
@@ -66,20 +79,86 @@ impl ApiClient {
             limit,
         };
         let (mut held, mut exceeded) = (0usize, false);
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((index, result)) = joined else {
-                continue;
-            };
-            let size = result.as_ref().map_or(0, |r| r.body.len());
-            if exceeded || held.saturating_add(size) > limit {
-                // Dropped here; the rest are not fetched at all.
-                results[index] = Some(Err(too_large()));
-                exceeded = true;
-                tasks.abort_all();
-                continue;
+        let mut deadline_passed = false;
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(ends));
+        while admission.is_some() || !tasks.is_empty() {
+            let event = poll_fn(|cx| {
+                if let Some(waiting) = admission.as_mut()
+                    && let Poll::Ready(admitted) = waiting.as_mut().poll(cx)
+                {
+                    admission = None;
+                    return Poll::Ready(Event::Admitted(admitted));
+                }
+                if !tasks.is_empty()
+                    && let Poll::Ready(joined) = tasks.poll_join_next(cx)
+                {
+                    return Poll::Ready(Event::Joined(joined));
+                }
+                if !deadline_passed && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::DeadlinePassed);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Admitted(Ok(permit)) => {
+                    if let Some((index, mut request)) = next.take() {
+                        let client = self.clone();
+                        request.timeout =
+                            Some(request.timeout.map_or(deadline, |t| t.min(deadline)));
+                        tasks.spawn(async move {
+                            let sent = client.request_admitted(request, permit);
+                            let result = match tokio::time::timeout_at(ends, sent).await {
+                                Ok(result) => result,
+                                Err(_) => Err(ApiError::Timeout {
+                                    upstream: client.inner.name.clone(),
+                                    after: deadline,
+                                }),
+                            };
+                            (index, result)
+                        });
+                    }
+                    next = waiting.next();
+                    admission = next.as_ref().map(|_| admit());
+                }
+                // The limiter is never closed; if it were, nothing more
+                // could be sent.
+                Event::Admitted(Err(_)) => {
+                    let closed = || ApiError::Closed {
+                        upstream: self.inner.name.clone(),
+                    };
+                    for (index, _) in next.take().into_iter().chain(waiting.by_ref()) {
+                        results[index] = Some(Err(closed()));
+                    }
+                }
+                Event::Joined(Some(Ok((index, result)))) => {
+                    let size = result.as_ref().map_or(0, |r| r.body.len());
+                    if exceeded || held.saturating_add(size) > limit {
+                        // Dropped here; the rest are not fetched at all.
+                        results[index] = Some(Err(too_large()));
+                        exceeded = true;
+                        tasks.abort_all();
+                        admission = None;
+                        next = None;
+                        continue;
+                    }
+                    held += size;
+                    results[index] = Some(result);
+                }
+                // Aborted (past the byte limit) or panicked: filled below.
+                Event::Joined(_) => {}
+                Event::DeadlinePassed => {
+                    deadline_passed = true;
+                    admission = None;
+                    let overloaded = || ApiError::Overloaded {
+                        upstream: self.inner.name.clone(),
+                        waited: deadline,
+                    };
+                    for (index, _) in next.take().into_iter().chain(waiting.by_ref()) {
+                        results[index] = Some(Err(overloaded()));
+                    }
+                }
             }
-            held += size;
-            results[index] = Some(result);
         }
         if exceeded {
             for result in results.iter_mut().filter(|r| r.is_none()) {

@@ -13,7 +13,7 @@ use sluice_pool::{HttpPool, HttpPoolConfig, HttpSlot};
 use sluice_retry::{
     BudgetConfig, CircuitBreaker, CircuitState, Failure, GiveUp, Policy, RetryBudget, RetryError,
 };
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, UpstreamConfig};
@@ -24,6 +24,13 @@ use crate::request::{ApiRequest, ApiResponse};
 /// The default process-wide cap on upstream requests in flight (the
 /// design's `IO_MAX_CONCURRENT_REQUESTS`).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+
+/// A process-wide in-flight slot, held until the call ends (dropping it
+/// returns the slot).
+enum InFlightSlot<'a> {
+    Taken { _permit: SemaphorePermit<'a> },
+    Admitted { _permit: OwnedSemaphorePermit },
+}
 
 /// A client of one named upstream. Clones share everything: connections,
 /// breaker, budget, in-flight limit and coalescing.
@@ -39,7 +46,7 @@ pub(crate) struct Inner {
     origin_and_base: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     pool: HttpPool,
-    limiter: Arc<Semaphore>,
+    pub(crate) limiter: Arc<Semaphore>,
     retrying: Policy,
     once: Policy,
     breaker: CircuitBreaker,
@@ -194,8 +201,22 @@ impl ApiClient {
     /// that outlasted the retries, which is [`ApiError::Status`].
     pub async fn request(&self, request: ApiRequest) -> Result<ApiResponse> {
         match request.coalescing_key() {
-            Some(key) => self.coalesced(key, request).await,
-            None => self.call(request).await,
+            Some(key) => self.coalesced(key, request, None).await,
+            None => self.call(request, None).await,
+        }
+    }
+
+    /// [`request`](Self::request) with its process-wide in-flight slot
+    /// already taken (by [`batch`](Self::batch), which admits its
+    /// requests one at a time).
+    pub(crate) async fn request_admitted(
+        &self,
+        request: ApiRequest,
+        admitted: OwnedSemaphorePermit,
+    ) -> Result<ApiResponse> {
+        match request.coalescing_key() {
+            Some(key) => self.coalesced(key, request, Some(admitted)).await,
+            None => self.call(request, Some(admitted)).await,
         }
     }
 
@@ -213,17 +234,29 @@ impl ApiClient {
         response.json()
     }
 
-    async fn coalesced(&self, key: String, request: ApiRequest) -> Result<ApiResponse> {
+    async fn coalesced(
+        &self,
+        key: String,
+        request: ApiRequest,
+        admitted: Option<OwnedSemaphorePermit>,
+    ) -> Result<ApiResponse> {
         let joined = Joined::join(&self.inner.in_flight, key);
-        // If the caller running the call is cancelled, the next waiter runs it.
+        // If the caller running the call is cancelled, the next waiter runs
+        // it. (A batch's slot is held while it waits for another caller's
+        // identical call: briefly one slot more than needed, never more
+        // than the limit.)
         joined
             .cell()
-            .get_or_init(|| self.call(request))
+            .get_or_init(|| self.call(request, admitted))
             .await
             .clone()
     }
 
-    async fn call(&self, request: ApiRequest) -> Result<ApiResponse> {
+    async fn call(
+        &self,
+        request: ApiRequest,
+        admitted: Option<OwnedSemaphorePermit>,
+    ) -> Result<ApiResponse> {
         let policy = if request.idempotent {
             &self.inner.retrying
         } else {
@@ -239,10 +272,16 @@ impl ApiClient {
         let queued = Instant::now();
         let limiter = &self.inner.limiter;
         // The semaphore is never closed; acquiring only waits.
-        let wait = self
-            .inner
-            .pool
-            .slot_behind(async { limiter.acquire().await.ok() });
+        let wait = self.inner.pool.slot_behind(async {
+            match admitted {
+                Some(_permit) => Some(InFlightSlot::Admitted { _permit }),
+                None => limiter
+                    .acquire()
+                    .await
+                    .ok()
+                    .map(|_permit| InFlightSlot::Taken { _permit }),
+            }
+        });
         let (_in_flight, slot) = match tokio::time::timeout(deadline, wait).await {
             Ok(Ok(slots)) => slots,
             Ok(Err(_closed)) => {
