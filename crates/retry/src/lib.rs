@@ -17,6 +17,7 @@ mod budget;
 mod classify;
 mod error;
 mod policy;
+mod within;
 
 pub use backoff::{Backoff, Jitter};
 pub use breaker::{BreakerConfig, CircuitBreaker, OwnedPermit, Permit, Rejected, Window};

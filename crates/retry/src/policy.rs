@@ -15,6 +15,7 @@ use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::classify::{Class, Classify};
 use crate::error::{Failure, GiveUp, InvalidConfig, RetryError};
+use crate::within::within;
 
 /// How to run a call against one dependency: how often to try, how long to
 /// wait between tries and in total, when to stop trying altogether.
@@ -163,8 +164,7 @@ impl Policy {
                 (a, r) => a.or(r),
             };
             let result = match limit {
-                Some(limit) => match tokio::time::timeout_at(now + limit, operation(attempt)).await
-                {
+                Some(limit) => match within(now + limit, operation(attempt)).await {
                     Ok(result) => result.map_err(Failure::Error),
                     Err(_) => Err(Failure::Timeout(limit)),
                 },

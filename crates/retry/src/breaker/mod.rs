@@ -13,17 +13,21 @@
 //! set) count as failures even if they succeed.
 //!
 //! The hot path: admitting a call while closed reads one atomic flag;
-//! reporting its outcome takes one uncontended mutex for a few updates.
+//! reporting a success while closed (with a time window) is one
+//! compare-and-swap ([`fast`]); other reports take one uncontended mutex
+//! for a few updates.
 
+mod fast;
 mod window;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sluice_metrics::{CircuitState, ResilienceMetrics};
 use tokio::time::Instant;
 
+use fast::FastSuccesses;
 use window::Outcomes;
 pub use window::Window;
 
@@ -145,6 +149,12 @@ struct Shared {
     /// admitting a call while closed needs no lock. A reader racing with an
     /// opening may admit one more call, which is harmless.
     closed: AtomicBool,
+    /// Successes while closed, counted outside the lock (time windows
+    /// only) and folded into `inner.outcomes` under it.
+    fast: Option<FastSuccesses>,
+    /// Failures in a row while closed (a success resets it without the
+    /// lock).
+    streak: AtomicU32,
     metrics: Option<ResilienceMetrics>,
 }
 
@@ -152,8 +162,6 @@ struct Shared {
 struct Inner {
     state: State,
     outcomes: Outcomes,
-    /// Failures in a row while closed.
-    streak: u32,
     /// How long the last opening lasted (doubles on each re-opening).
     open_for: Duration,
 }
@@ -190,15 +198,19 @@ impl CircuitBreaker {
     }
 
     fn build(config: BreakerConfig, metrics: Option<ResilienceMetrics>) -> Self {
+        let now = Instant::now();
+        let outcomes = Outcomes::new(config.window, now);
+        let fast = outcomes.buckets().map(|b| FastSuccesses::new(b, now));
         Self {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner {
                     state: State::Closed,
-                    outcomes: Outcomes::new(config.window, Instant::now()),
-                    streak: 0,
+                    outcomes,
                     open_for: config.open_interval,
                 }),
                 closed: AtomicBool::new(true),
+                fast,
+                streak: AtomicU32::new(0),
                 config,
                 metrics,
             }),
@@ -295,21 +307,44 @@ impl CircuitBreaker {
     }
 
     fn report(&self, probe: bool, failed: bool, now: Instant) {
-        let config = &self.shared.config;
+        let shared = &*self.shared;
+        // A success while closed cannot open the breaker: count it without
+        // the lock when its bucket is the one being counted.
+        if !probe
+            && !failed
+            && let Some(fast) = &shared.fast
+            && shared.closed.load(Ordering::Acquire)
+        {
+            if shared.streak.load(Ordering::Relaxed) != 0 {
+                shared.streak.store(0, Ordering::Relaxed);
+            }
+            if fast.try_add(now) {
+                return;
+            }
+        }
+        let config = &shared.config;
         let mut inner = self.lock();
         match inner.state {
             State::Closed => {
+                if let Some(fast) = &shared.fast {
+                    let (bucket, successes) = fast.take(now);
+                    if successes > 0 {
+                        inner.outcomes.record_in(bucket, successes, 0, now);
+                    }
+                }
                 inner.outcomes.record(failed, now);
-                inner.streak = if failed { inner.streak + 1 } else { 0 };
+                let streak = if failed {
+                    shared.streak.fetch_add(1, Ordering::Relaxed) + 1
+                } else {
+                    shared.streak.store(0, Ordering::Relaxed);
+                    0
+                };
                 let tally = inner.outcomes.tally(now);
                 if tally.calls >= config.min_calls {
                     if f64::from(tally.failures) >= config.failure_rate * f64::from(tally.calls) {
                         self.open(&mut inner, now, tally.failures, tally.calls);
                     }
-                } else if config.consecutive_failures > 0
-                    && inner.streak >= config.consecutive_failures
-                {
-                    let streak = inner.streak;
+                } else if config.consecutive_failures > 0 && streak >= config.consecutive_failures {
                     self.open(&mut inner, now, streak, streak);
                 }
             }
@@ -331,6 +366,7 @@ impl CircuitBreaker {
                 } else if succeeded > config.half_open_probes - reopen_at {
                     inner.state = State::Closed;
                     inner.outcomes.clear(now);
+                    self.forget_fast_successes(now);
                     self.shared.closed.store(true, Ordering::Release);
                     self.transitioned(CircuitState::Closed);
                 } else {
@@ -386,7 +422,8 @@ impl CircuitBreaker {
         };
         self.shared.closed.store(false, Ordering::Release);
         inner.outcomes.clear(now);
-        inner.streak = 0;
+        self.forget_fast_successes(now);
+        self.shared.streak.store(0, Ordering::Relaxed);
         self.transitioned(CircuitState::Open);
         tracing::warn!(
             open_for = ?inner.open_for,
@@ -394,6 +431,14 @@ impl CircuitBreaker {
             calls,
             "circuit breaker opened"
         );
+    }
+
+    /// Drops successes counted outside the lock: the window they belonged
+    /// to was just cleared.
+    fn forget_fast_successes(&self, now: Instant) {
+        if let Some(fast) = &self.shared.fast {
+            fast.take(now);
+        }
     }
 
     fn transitioned(&self, to: CircuitState) {

@@ -356,3 +356,75 @@ fn zero_turns_the_streak_rule_off() {
     }
     assert_eq!(b.state(), CircuitState::Closed);
 }
+
+/// Successes through a closed breaker are counted outside its lock; they
+/// must still weigh in the failure rate, and still leave the window with
+/// their bucket.
+fn failures_until_open(successes_at: Duration, failures_at: Duration) -> u32 {
+    let b = breaker(Window::Time(Duration::from_secs(10)), 4, 0.5);
+    let start = Instant::now();
+    for _ in 0..10 {
+        b.try_acquire_at(start + successes_at)
+            .expect("closed")
+            .success_at(Duration::ZERO, start + successes_at);
+    }
+    let mut failures = 0;
+    while b.shared.closed.load(Ordering::Acquire) {
+        b.try_acquire_at(start + failures_at)
+            .expect("closed")
+            .failure_at(start + failures_at);
+        failures += 1;
+        assert!(failures <= 20, "the breaker never opened");
+    }
+    failures
+}
+
+#[test]
+fn successes_counted_without_the_lock_weigh_in_the_failure_rate() {
+    // Ten successes in the window: the tenth failure makes 50% of 20.
+    assert_eq!(
+        failures_until_open(Duration::from_secs(1), Duration::from_secs(5)),
+        10
+    );
+    // The same successes 11 s earlier have left the 10 s window: four
+    // failures (min_calls) are 100%.
+    assert_eq!(
+        failures_until_open(Duration::from_secs(1), Duration::from_secs(12)),
+        4
+    );
+}
+
+#[test]
+fn successes_from_before_an_opening_do_not_count_after_it_closes() {
+    let b = breaker(Window::Time(Duration::from_secs(10)), 4, 0.5);
+    let start = Instant::now();
+    // Five successes counted, then four failures open it; a call admitted
+    // before the opening reports its success late.
+    for _ in 0..5 {
+        b.try_acquire_at(start)
+            .expect("closed")
+            .success_at(Duration::ZERO, start);
+    }
+    let late = b.try_acquire_at(start).expect("closed");
+    let mut failures = 0;
+    while b.shared.closed.load(Ordering::Acquire) {
+        b.try_acquire_at(start).expect("closed").failure_at(start);
+        failures += 1;
+    }
+    assert_eq!(failures, 5, "50% of 10");
+    late.success_at(Duration::ZERO, start + Duration::from_secs(1));
+    // Probes after the open interval close it again.
+    let later = start + Duration::from_secs(6);
+    for _ in 0..2 {
+        b.try_acquire_at(later)
+            .expect("probe")
+            .success_at(Duration::ZERO, later);
+    }
+    assert!(b.shared.closed.load(Ordering::Acquire));
+    // A clean window: four failures (min_calls, 100%) open it again.
+    for i in 1..=4 {
+        assert!(b.shared.closed.load(Ordering::Acquire), "open after {i}");
+        b.try_acquire_at(later).expect("closed").failure_at(later);
+    }
+    assert!(!b.shared.closed.load(Ordering::Acquire));
+}

@@ -30,10 +30,9 @@ pub(crate) enum Outcomes {
         failures: u32,
     },
     Time {
-        bucket: Duration,
-        /// (bucket number since `epoch`, calls, failures), one per slot.
+        /// (bucket number, calls, failures), one per slot.
         slots: [(u64, u32, u32); TIME_SLOTS],
-        epoch: Instant,
+        buckets: Buckets,
         /// The newest bucket seen, and the totals over the window ending
         /// there: kept current so that reading them is O(1).
         current: u64,
@@ -42,6 +41,29 @@ pub(crate) enum Outcomes {
 }
 
 const TIME_SLOTS: usize = 10;
+
+/// Numbers a time window's buckets from a fixed origin (the breaker's
+/// creation), so that a bucket's number never changes: the breaker counts
+/// successes outside its lock by bucket number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Buckets {
+    origin: Instant,
+    nanos: u64,
+}
+
+impl Buckets {
+    /// The number of the bucket `now` falls in (0 before the origin).
+    pub(crate) fn number(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin);
+        // u64 arithmetic: a u128 division would cost more than the rest of
+        // a success report.
+        let nanos = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
+        nanos / self.nanos
+    }
+}
 
 impl Outcomes {
     pub(crate) fn new(window: Window, now: Instant) -> Self {
@@ -52,12 +74,25 @@ impl Outcomes {
                 failures: 0,
             },
             Window::Time(d) => Outcomes::Time {
-                bucket: (d / TIME_SLOTS as u32).max(Duration::from_millis(1)),
+                buckets: Buckets {
+                    origin: now,
+                    // At least 1 ms (validated windows are ≥ 10 ms).
+                    nanos: u64::try_from((d / TIME_SLOTS as u32).as_nanos())
+                        .unwrap_or(u64::MAX)
+                        .max(1_000_000),
+                },
                 slots: [(u64::MAX, 0, 0); TIME_SLOTS],
-                epoch: now,
                 current: 0,
                 totals: Tally::default(),
             },
+        }
+    }
+
+    /// How a time window numbers its buckets; `None` for a count window.
+    pub(crate) fn buckets(&self) -> Option<Buckets> {
+        match self {
+            Outcomes::Count { .. } => None,
+            Outcomes::Time { buckets, .. } => Some(*buckets),
         }
     }
 
@@ -74,49 +109,64 @@ impl Outcomes {
                 ring.push_back(failed);
                 *failures += u32::from(failed);
             }
-            Outcomes::Time { .. } => {
-                let index = self.advance(now);
-                if let Outcomes::Time {
-                    slots,
-                    totals,
-                    current,
-                    ..
-                } = self
-                {
-                    // An outcome stamped before the window's oldest slot
-                    // (a long call reported late) is history: recording it
-                    // would overwrite a live slot that `totals` still counts.
-                    if index + (TIME_SLOTS as u64) <= *current {
-                        return;
-                    }
-                    let slot = &mut slots[(index % TIME_SLOTS as u64) as usize];
-                    if slot.0 != index {
-                        *slot = (index, 0, 0);
-                    }
-                    slot.1 += 1;
-                    slot.2 += u32::from(failed);
-                    totals.calls += 1;
-                    totals.failures += u32::from(failed);
-                }
+            Outcomes::Time { buckets, .. } => {
+                let index = buckets.number(now);
+                self.record_in(index, 1, u32::from(failed), now);
             }
         }
     }
 
-    /// Moves a time window to the bucket of `now`, dropping buckets that
-    /// left it from the totals; returns the bucket number. Work happens
-    /// only when a new bucket begins.
-    fn advance(&mut self, now: Instant) -> u64 {
-        let Outcomes::Time {
-            bucket,
+    /// Adds `calls` outcomes, `failures` of them failed, to time bucket
+    /// `index` of a time window (a count window ignores this).
+    pub(crate) fn record_in(&mut self, index: u64, calls: u32, failures: u32, now: Instant) {
+        let Some(buckets) = self.buckets() else {
+            return;
+        };
+        // Never behind `index`: a slot is reused only once the bucket it
+        // held has left the window.
+        self.advance_to(buckets.number(now).max(index));
+        if let Outcomes::Time {
             slots,
-            epoch,
+            totals,
+            current,
+            ..
+        } = self
+        {
+            // An outcome stamped before the window's oldest slot (a long
+            // call reported late) is history: recording it would overwrite
+            // a live slot that `totals` still counts.
+            if index + (TIME_SLOTS as u64) <= *current {
+                return;
+            }
+            let slot = &mut slots[(index % TIME_SLOTS as u64) as usize];
+            if slot.0 != index {
+                *slot = (index, 0, 0);
+            }
+            slot.1 += calls;
+            slot.2 += failures;
+            totals.calls += calls;
+            totals.failures += failures;
+        }
+    }
+
+    /// Moves a time window to the bucket of `now`, dropping buckets that
+    /// left it from the totals. Work happens only when a new bucket begins.
+    fn advance(&mut self, now: Instant) {
+        if let Some(buckets) = self.buckets() {
+            self.advance_to(buckets.number(now));
+        }
+    }
+
+    fn advance_to(&mut self, index: u64) {
+        let Outcomes::Time {
+            slots,
             current,
             totals,
+            ..
         } = self
         else {
-            return 0;
+            return;
         };
-        let index = bucket_number(*epoch, *bucket, now);
         if index > *current {
             let oldest = index.saturating_sub(TIME_SLOTS as u64 - 1);
             for slot in slots.iter_mut() {
@@ -128,7 +178,6 @@ impl Outcomes {
             }
             *current = index;
         }
-        index
     }
 
     pub(crate) fn tally(&mut self, now: Instant) -> Tally {
@@ -149,24 +198,17 @@ impl Outcomes {
                 *failures = 0;
             }
             Outcomes::Time {
+                buckets,
                 slots,
-                epoch,
                 current,
                 totals,
-                ..
             } => {
                 *slots = [(u64::MAX, 0, 0); TIME_SLOTS];
-                *epoch = now;
-                *current = 0;
+                *current = buckets.number(now);
                 *totals = Tally::default();
             }
         }
     }
-}
-
-fn bucket_number(epoch: Instant, bucket: Duration, now: Instant) -> u64 {
-    let since = now.saturating_duration_since(epoch);
-    (since.as_nanos() / bucket.as_nanos().max(1)) as u64
 }
 
 #[cfg(test)]
