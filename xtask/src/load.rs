@@ -245,7 +245,7 @@ fn row(name: &str, run: &Run, rss: f64, reference: &str, verdict: &str) -> Strin
     )
 }
 
-fn check(ok: bool) -> &'static str {
+pub(crate) fn check(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
@@ -258,6 +258,7 @@ pub(crate) fn run() -> Result<()> {
     ] {
         require(binary, install)?;
     }
+    crate::open_loop::require()?;
     let plan = Plan {
         seconds: std::env::var("SLUICE_BENCH_SECONDS")
             .ok()
@@ -437,8 +438,24 @@ pub(crate) fn run() -> Result<()> {
         &w1,
         w1_rss,
         &format!("bare hyper+sqlx {:.0} req/s, p99 {:.2} ms ({:.2}×, p99 {:.2}×); with sqlx's ping per acquire {:.0} req/s ({:.2}×); pgbench {pg_tps:.0} tps", r1.rps, r1.p99_ms, w1.rps / r1.rps, w1.p99_ms / r1.p99_ms, d1.rps, w1.rps / d1.rps),
-        check(w1.rps >= 0.9 * r1.rps && w1.p99_ms <= 1.2 * r1.p99_ms),
+        check(w1.rps >= 0.95 * r1.rps && w1.p99_ms <= 1.1 * r1.p99_ms),
     ));
+    // Open loop, W1: fixed rates of 50% and 80% of the reference's maximum.
+    let mut open_table = vec![
+        "| workload at a share of the reference's maximum | sluice req/s | sluice p99 / p99.9 ms | reference p99 / p99.9 ms | ratio p99 / p99.9 | failed | goal ≤ 1.2× |".to_owned(),
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |".to_owned(),
+    ];
+    open_table.extend(crate::open_loop::compare(
+        "W1 GET /users/{id}",
+        &format!("http://127.0.0.1:{port}/users/[1-9][0-9]{{0,3}}"),
+        (
+            "bare hyper+sqlx",
+            &format!("http://127.0.0.1:{ref_port}/users/[1-9][0-9]{{0,3}}"),
+        ),
+        r1.rps,
+        s,
+        c,
+    )?);
     let w3 = wrk(port, &post_user, c, s)?;
     let r3 = wrk(ref_port, &post_user, c, s)?;
     let d3 = wrk(default_port, &post_user, c, s)?;
@@ -455,7 +472,7 @@ pub(crate) fn run() -> Result<()> {
             d3.rps,
             w3.rps / d3.rps
         ),
-        check(w3.rps >= 0.9 * r3.rps && w3.p99_ms <= 1.2 * r3.p99_ms),
+        check(w3.rps >= 0.95 * r3.rps && w3.p99_ms <= 1.1 * r3.p99_ms),
     ));
     drop(reference);
     drop(reference_default);
@@ -501,7 +518,7 @@ pub(crate) fn run() -> Result<()> {
             "redis-benchmark GET {redis_rps:.0} req/s; W2/W1 = {:.2}×",
             w2.rps / w1.rps
         ),
-        check(w2.rps >= w1.rps),
+        check(w2.rps >= 2.0 * w1.rps),
     ));
     drop(server);
 
@@ -548,6 +565,18 @@ pub(crate) fn run() -> Result<()> {
             ),
             check(ratio >= 0.8),
         ));
+        // Open loop, W4: fixed rates of 50% and 80% of nginx's maximum.
+        open_table.extend(crate::open_loop::compare(
+            "W4 GET /external-data/{id}, 0 ms upstream",
+            &format!("http://127.0.0.1:{port}/external-data/[1-9][0-9]{{0,7}}"),
+            (
+                "nginx",
+                &format!("http://127.0.0.1:{nginx_port}/external-data/[1-9][0-9]{{0,7}}"),
+            ),
+            median(&theirs, |r| r.rps),
+            s,
+            c,
+        )?);
     }
 
     // W4 with 0 ms and 20 ms upstreams, against wrk straight at them.
@@ -556,10 +585,12 @@ pub(crate) fn run() -> Result<()> {
             start_server(&dir, "w4.log", |port| server_env(port, false, upstream))?;
         let w4 = wrk(port, &get_external, c, s)?;
         let direct = wrk(upstream, &get_direct, c, s)?;
+        // At 0 ms the nginx row above is the goal; at 20 ms the upstream's
+        // own latency dominates, and the server should add almost nothing.
         let goal = if upstream == up0 {
-            check(w4.rps >= 0.8 * direct.rps)
+            "– (see the nginx row)"
         } else {
-            "–"
+            check(w4.rps >= 0.97 * direct.rps)
         };
         table.push(row(
             &format!("W4 GET /external-data/{{id}}, {label} upstream"),
@@ -641,6 +672,10 @@ pub(crate) fn run() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for line in &table {
+        println!("{line}");
+    }
+    println!("\nOpen loop (oha at a fixed rate, latency corrected for coordinated omission; 3 alternating rounds, medians):\n");
+    for line in &open_table {
         println!("{line}");
     }
     println!();

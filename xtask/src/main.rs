@@ -9,6 +9,7 @@ mod ci;
 mod layers;
 mod load;
 mod nginx;
+mod open_loop;
 mod rules;
 mod scale;
 mod schema;
