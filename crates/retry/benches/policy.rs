@@ -41,6 +41,29 @@ fn policy(c: &mut Criterion) {
     group.bench_function("success_default_policy", |b| {
         b.iter(|| rt.block_on(full.run(|_| async { Ok::<u64, std::io::Error>(black_box(7)) })))
     });
+    // A thousand calls inside one `block_on`: the runtime's own cost per
+    // `block_on` (the `direct_call` row) would otherwise swamp the
+    // policy's. Divide by 1,000 for one call.
+    group.bench_function("success_default_policy_1000_calls", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..1000 {
+                    let r = full.run(|_| async { Ok::<u64, std::io::Error>(black_box(7)) });
+                    black_box(r.await.ok());
+                }
+            })
+        })
+    });
+    group.bench_function("direct_call_1000_calls", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..1000 {
+                    let r = async { Ok::<u64, std::io::Error>(black_box(7)) };
+                    black_box(r.await.ok());
+                }
+            })
+        })
+    });
     group.bench_function("success_attempts_only", |b| {
         b.iter(|| rt.block_on(bare.run(|_| async { Ok::<u64, std::io::Error>(black_box(7)) })))
     });

@@ -56,7 +56,8 @@ pub struct RetryBudget {
     config: BudgetConfig,
     deposit: u64,
     reserve: u64,
-    slot_len: Duration,
+    /// The length of a slot in nanoseconds (at least 1: ttl ≥ 1 s).
+    slot_nanos: u64,
     inner: Arc<Slots>,
 }
 
@@ -104,7 +105,9 @@ impl RetryBudget {
         Ok(Self {
             deposit: (config.ratio * UNIT as f64).round() as u64,
             reserve: u64::from(config.min_per_second) * config.ttl.as_secs() * UNIT,
-            slot_len: config.ttl / SLOTS as u32,
+            slot_nanos: u64::try_from((config.ttl / SLOTS as u32).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1),
             inner: Arc::new(Slots {
                 slots: std::array::from_fn(|_| AtomicU64::new(0)),
                 withdrawing: Mutex::new(()),
@@ -181,8 +184,7 @@ impl RetryBudget {
 
     /// The slot number of `now`, from 1 (a zeroed slot is "never used").
     fn number(&self, now: Instant) -> u32 {
-        let n = now.saturating_duration_since(self.inner.epoch).as_nanos()
-            / self.slot_len.as_nanos().max(1);
+        let n = crate::within::nanos_since(self.inner.epoch, now) / self.slot_nanos;
         (n as u32).wrapping_add(1)
     }
 }

@@ -125,7 +125,11 @@ impl Policy {
         E: Classify,
     {
         let started = Instant::now();
-        let deadline = deadline.map(|d| started + d);
+        // Kept as a duration from `started`: the success path never needs
+        // the instant it ends at.
+        let budget_left = |now: Instant| {
+            deadline.map(|d| d.saturating_sub(now.saturating_duration_since(started)))
+        };
         // Seeded on the first retry only: the success path needs no jitter.
         let mut rng: Option<SmallRng> = None;
         let mut failures: Vec<Failure<E>> = Vec::new();
@@ -158,13 +162,17 @@ impl Policy {
             if let Some(m) = &self.metrics {
                 m.attempt(attempt > 1);
             }
-            let remaining = deadline.map(|d| d.saturating_duration_since(now));
+            let remaining = if attempt == 1 {
+                deadline
+            } else {
+                budget_left(now)
+            };
             let limit = match (self.attempt_timeout, remaining) {
                 (Some(a), Some(r)) => Some(a.min(r)),
                 (a, r) => a.or(r),
             };
             let result = match limit {
-                Some(limit) => match within(now + limit, operation(attempt)).await {
+                Some(limit) => match within(now, limit, operation(attempt)).await {
                     Ok(result) => result.map_err(Failure::Error),
                     Err(_) => Err(Failure::Timeout(limit)),
                 },
@@ -226,12 +234,12 @@ impl Policy {
             {
                 return Err(self.give_up(GiveUp::CircuitOpen, attempt, failures, Some(open_for)));
             }
-            if let Some(deadline) = deadline {
+            if let Some(left) = budget_left(ended) {
                 // The next attempt is expected to take about as long as this
                 // one did; if the delay plus that does not fit, stop now
                 // instead of failing later.
                 let expected = self.attempt_timeout.map_or(took, |t| took.min(t));
-                if ended + delay + expected > deadline {
+                if left.is_zero() || delay + expected > left {
                     return Err(self.give_up(GiveUp::Deadline, attempt, failures, hint));
                 }
             }

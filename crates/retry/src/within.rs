@@ -1,5 +1,6 @@
 //! [`within`]: `tokio::time::timeout_at` that builds its timer only when
-//! the call does not finish on its first poll.
+//! the call does not finish on its first poll; and [`nanos_since`], the
+//! clock arithmetic of the success path.
 //!
 //! Building a tokio `Sleep` looks up the runtime's handle and clones it,
 //! which is most of what a deadline costs a call that is ready at once
@@ -9,17 +10,34 @@
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::task::Poll;
+use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
+
+/// Nanoseconds from `origin` to `now` (0 if `now` is earlier), in u64
+/// arithmetic: the u128 of `Duration::as_nanos` costs a library division
+/// on every use, more than the rest of a budget deposit.
+pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
+    let since = now.saturating_duration_since(origin);
+    since
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(since.subsec_nanos()))
+}
 
 /// The deadline passed before the call finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Elapsed;
 
-/// Runs `call` until it finishes or `deadline` passes. Like
+/// Runs `call` until it finishes or `limit` from `start` passes. Like
 /// `tokio::time::timeout_at`, the call is polled before the deadline is
-/// checked, so a call that finishes at once is never timed out.
-pub(crate) async fn within<F: Future>(deadline: Instant, call: F) -> Result<F::Output, Elapsed> {
+/// checked, so a call that finishes at once is never timed out (and never
+/// pays for computing the deadline either).
+pub(crate) async fn within<F: Future>(
+    start: Instant,
+    limit: Duration,
+    call: F,
+) -> Result<F::Output, Elapsed> {
     let mut call = pin!(call);
     let mut timer = pin!(None::<Sleep>);
     poll_fn(|cx| {
@@ -27,7 +45,7 @@ pub(crate) async fn within<F: Future>(deadline: Instant, call: F) -> Result<F::O
             return Poll::Ready(Ok(output));
         }
         if timer.is_none() {
-            timer.set(Some(tokio::time::sleep_until(deadline)));
+            timer.set(Some(tokio::time::sleep_until(start + limit)));
         }
         match timer.as_mut().as_pin_mut() {
             Some(sleep) => sleep.poll(cx).map(|()| Err(Elapsed)),
@@ -39,20 +57,23 @@ pub(crate) async fn within<F: Future>(deadline: Instant, call: F) -> Result<F::O
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn a_ready_call_is_never_timed_out_and_a_slow_one_is() {
         let past = Instant::now() - Duration::from_secs(1);
-        assert_eq!(within(past, async { 7 }).await, Ok(7));
-        let soon = Instant::now() + Duration::from_millis(100);
+        assert_eq!(within(past, Duration::ZERO, async { 7 }).await, Ok(7));
+        let start = Instant::now();
         let slow = tokio::time::sleep(Duration::from_secs(1));
-        assert_eq!(within(soon, slow).await, Err(Elapsed));
-        assert!(Instant::now() >= soon);
-        let later = Instant::now() + Duration::from_secs(1);
+        assert_eq!(
+            within(start, Duration::from_millis(100), slow).await,
+            Err(Elapsed)
+        );
+        assert!(Instant::now() >= start + Duration::from_millis(100));
         let quick = tokio::time::sleep(Duration::from_millis(10));
-        assert_eq!(within(later, quick).await, Ok(()));
+        assert_eq!(
+            within(Instant::now(), Duration::from_secs(1), quick).await,
+            Ok(())
+        );
     }
 }

@@ -306,6 +306,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn report(&self, probe: bool, failed: bool, now: Instant) {
         let shared = &*self.shared;
         // A success while closed cannot open the breaker: count it without
@@ -322,6 +323,15 @@ impl CircuitBreaker {
                 return;
             }
         }
+        self.report_locked(probe, failed, now);
+    }
+
+    /// Everything but a counted success: failures, probes, slow calls, the
+    /// first success of a new time bucket.
+    #[cold]
+    #[inline(never)]
+    fn report_locked(&self, probe: bool, failed: bool, now: Instant) {
+        let shared = &*self.shared;
         let config = &shared.config;
         let mut inner = self.lock();
         match inner.state {

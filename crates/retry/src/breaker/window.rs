@@ -54,14 +54,7 @@ pub(crate) struct Buckets {
 impl Buckets {
     /// The number of the bucket `now` falls in (0 before the origin).
     pub(crate) fn number(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin);
-        // u64 arithmetic: a u128 division would cost more than the rest of
-        // a success report.
-        let nanos = since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()));
-        nanos / self.nanos
+        crate::within::nanos_since(self.origin, now) / self.nanos
     }
 }
 
