@@ -674,7 +674,9 @@ pub(crate) fn run() -> Result<()> {
     for line in &table {
         println!("{line}");
     }
-    println!("\nOpen loop (oha at a fixed rate, latency corrected for coordinated omission; 3 alternating rounds, medians):\n");
+    println!(
+        "\nOpen loop (oha at a fixed rate, latency corrected for coordinated omission; 3 alternating rounds, medians):\n"
+    );
     for line in &open_table {
         println!("{line}");
     }
