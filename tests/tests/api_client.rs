@@ -228,33 +228,39 @@ async fn concurrent_batches_share_one_cap() {
     assert!(upstream.state.max_in_flight.load(Ordering::SeqCst) <= 20);
 }
 
-/// Two batches of 40 behind a limit of 4, each request 10 ms: first come,
-/// first served would run one batch, then the other, and make a single
-/// request wait behind everything queued. Fair share takes turns.
-#[tokio::test]
-async fn concurrent_batches_take_turns_and_a_single_request_waits_behind_neither() {
+/// `batches` batches of `size` behind a limit of `limit`, each request
+/// 10 ms, and one single request once they are under way. First come,
+/// first served would run the batches one after another and make the
+/// single request wait behind everything queued; taking turns, the batches
+/// end together and the single request waits about one round. Returns
+/// (requests sent before the single one finished, requests sent when the
+/// first batch ended).
+async fn batches_and_a_single_request(limit: usize, batches: usize, size: usize) -> (u64, u64) {
     let upstream = Upstream::start().await.unwrap();
     upstream.state.latency_ms.store(10, Ordering::SeqCst);
     let api = ApiClient::with_limiter(
         config(&upstream),
-        Arc::new(Semaphore::new(4)),
+        Arc::new(Semaphore::new(limit)),
         &Registry::new(),
     )
     .unwrap();
     let received = || upstream.state.requests.load(Ordering::SeqCst);
-    let batch = |name: &'static str| {
+    let mut running = tokio::task::JoinSet::new();
+    for b in 0..batches {
         let api = api.clone();
-        tokio::spawn(async move {
-            let requests = (0..40)
-                .map(|i| ApiRequest::get(path(&["data", &format!("{name}{i}")])))
+        running.spawn(async move {
+            let requests = (0..size)
+                .map(|i| ApiRequest::get(path(&["data", &format!("b{b}-{i}")])))
                 .collect();
             let results = api.batch(requests, None).await;
-            assert!(results.iter().all(Result::is_ok), "{name}: an item failed");
-        })
-    };
-    let (first, second) = (batch("a"), batch("b"));
-    // Wait until both batches are under way (the limit is full).
-    while received() < 8 {
+            assert!(
+                results.iter().all(Result::is_ok),
+                "batch {b}: an item failed"
+            );
+        });
+    }
+    // Wait until the batches are under way (the limit is full, twice).
+    while received() < 2 * limit as u64 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let single = api
@@ -262,27 +268,48 @@ async fn concurrent_batches_take_turns_and_a_single_request_waits_behind_neither
         .await
         .unwrap();
     assert_eq!(single.status, 200);
-    // Behind at most one request per batch plus the four in flight; first
-    // come, first served would have sent some seventy before it.
     let before_single = received();
+    running.join_next().await.unwrap().unwrap();
+    let when_first_ended = received();
+    while let Some(batch) = running.join_next().await {
+        batch.unwrap();
+    }
+    assert!(upstream.state.max_in_flight.load(Ordering::SeqCst) <= limit as u64);
+    assert_eq!(upstream.state.hits("/data/single"), 1);
+    assert_eq!(received(), (batches * size) as u64 + 1);
+    (before_single, when_first_ended)
+}
+
+#[tokio::test]
+async fn concurrent_batches_take_turns_and_a_single_request_waits_behind_neither() {
+    // Slots free one at a time (a small limit): first come, first served
+    // would have sent some seventy of 81 before the single one.
+    let (before_single, when_first_ended) = batches_and_a_single_request(4, 2, 40).await;
     assert!(
         before_single <= 24,
         "{before_single} requests reached the upstream before the single one finished"
     );
-    // Taking turns, the batches end together: when the first ends, nearly
-    // all 80 were sent (one after the other, it would be about 44).
-    let sent_when_first_ended = tokio::select! {
-        _ = first => received(),
-        _ = second => received(),
-    };
     assert!(
-        sent_when_first_ended >= 70,
-        "only {sent_when_first_ended} of 81 requests were sent when the first batch ended"
+        when_first_ended >= 70,
+        "only {when_first_ended} of 81 requests were sent when the first batch ended"
     );
-    assert!(upstream.state.max_in_flight.load(Ordering::SeqCst) <= 4);
-    for id in ["a0", "a39", "b0", "b39", "single"] {
-        assert_eq!(upstream.state.hits(&format!("/data/{id}")), 1, "{id}");
-    }
+}
+
+#[tokio::test]
+async fn batches_take_turns_when_many_slots_free_at_once() {
+    // 20 requests in flight end together, so 20 slots free at once: a
+    // batch that grabbed every free slot would run whole (the server's
+    // 8 batches of 100 behind 100 slots did, before turns). The first batch
+    // starts a round ahead, alone; the others end within a round of it.
+    let (before_single, when_first_ended) = batches_and_a_single_request(20, 4, 60).await;
+    assert!(
+        before_single <= 100,
+        "{before_single} of 241 requests reached the upstream before the single one finished"
+    );
+    assert!(
+        when_first_ended >= 160,
+        "only {when_first_ended} of 241 requests were sent when the first batch ended"
+    );
 }
 
 /// A batch alone is not held to one slot at a time: it fills the limit.

@@ -34,13 +34,15 @@ impl ApiClient {
     /// request is a failed item, never a failed batch. Identical body-less
     /// GETs in one batch are sent once and their result repeated.
     ///
-    /// **Fair share.** A batch takes in-flight slots one at a time and
-    /// keeps at most one request waiting for a slot, so the limiter's
-    /// first-come queue holds one place per batch: concurrent batches take
-    /// turns slot by slot, and a single request waits behind at most one
-    /// request per batch, never behind whole batches. A batch alone still
-    /// uses every free slot at once. Requests never given a slot before
-    /// the deadline fail as [`ApiError::Overloaded`] without being sent.
+    /// **Fair share.** Concurrent batches of this client take turns for
+    /// in-flight slots, one slot per turn (a first-come, first-served turn
+    /// queue), and only the batch whose turn it is waits at the limiter.
+    /// So batches interleave slot by slot even when many slots free up at
+    /// once, and a single request waits behind at most one batch request,
+    /// never behind whole batches. A batch alone still takes every free
+    /// slot, one turn after another without waiting. Requests never given a
+    /// slot before the deadline fail as [`ApiError::Overloaded`] without
+    /// being sent.
     pub async fn batch(
         &self,
         requests: Vec<ApiRequest>,
@@ -69,7 +71,15 @@ impl ApiClient {
         let mut results: Vec<Option<Result<ApiResponse>>> = vec![None; unique.len()];
         let mut waiting = unique.into_iter().enumerate();
         let mut next = waiting.next();
-        let admit = || -> Admission { Box::pin(self.inner.limiter.clone().acquire_owned()) };
+        // One slot per turn: a batch holds the turn only while it waits
+        // for one slot, then queues for the turn again behind the others.
+        let admit = || -> Admission {
+            let (turns, limiter) = (self.inner.batch_turns.clone(), self.inner.limiter.clone());
+            Box::pin(async move {
+                let _turn = turns.lock_owned().await;
+                limiter.acquire_owned().await
+            })
+        };
         let mut admission = next.as_ref().map(|_| admit());
         let mut tasks = JoinSet::new();
         // Bodies held so far; past the limit, nothing more is fetched.

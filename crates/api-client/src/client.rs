@@ -53,6 +53,9 @@ pub(crate) struct Inner {
     pub(crate) config: UpstreamConfig,
     pub(crate) metrics: ConnectionMetrics,
     in_flight: InFlight,
+    /// Batches take turns here to ask `limiter` for a slot, one slot per
+    /// turn (tokio's mutex is first come, first served): see `batch.rs`.
+    pub(crate) batch_turns: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -152,6 +155,7 @@ impl ApiClient {
                 },
                 config,
                 in_flight: InFlight::default(),
+                batch_turns: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }

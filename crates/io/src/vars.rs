@@ -450,7 +450,7 @@ pub const VARIABLES: &[Variable] = &[
         "IO_MAX_CONCURRENT_REQUESTS",
         ValueType::Count,
         "100",
-        "upstream requests in flight, all upstreams of the manager together",
+        "upstream requests in flight, all upstreams of the manager together; batches take turns for them",
     ),
     var(
         "IO_REQUEST_TIMEOUT",
