@@ -225,9 +225,35 @@ async fn probes_are_never_shed() {
     assert_envelope(&c.get("/users/1").await, 503, "overloaded");
     assert_eq!(c.get("/healthz").await.status, 200);
     assert_eq!(c.get("/readyz").await.status, 200);
+    // No exposition is installed in these tests, so `/metrics` answers
+    // its own 404: it was neither shed nor refused.
+    assert_envelope(&c.get("/metrics").await, 404, "not_found");
     for t in slow {
         assert_eq!(t.await.unwrap(), 200);
     }
+    // The permits come back when the slow requests answer.
+    assert_envelope(&c.get("/users/1").await, 404, "not_found");
+}
+
+#[tokio::test]
+async fn a_shed_request_is_not_counted_against_capacity() {
+    let config = ServerConfig {
+        max_concurrency: 1,
+        ..Default::default()
+    };
+    let server = start_with("edge_shed_one", config, None).await;
+    let c = server.client.clone();
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("/slow").await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        assert_envelope(&c.get("/users/1").await, 503, "overloaded");
+    }
+    assert_eq!(slow.await.unwrap(), 200);
+    // Five refusals took no permit: the one permit is free again.
+    assert_envelope(&c.get("/users/1").await, 404, "not_found");
 }
 
 #[tokio::test]
@@ -277,6 +303,27 @@ async fn bearer_scheme_is_case_insensitive_and_probes_need_no_token() {
     for probe in ["/healthz", "/readyz"] {
         assert_eq!(c.get(probe).await.status, 200, "{probe}");
     }
+    // No exposition in these tests: `/metrics` answers its own 404, not 401.
+    assert_envelope(&c.get("/metrics").await, 404, "not_found");
+    // An unknown path is a 404 for anyone; a known one with a method it
+    // does not take is a route like the others: the token first.
+    assert_envelope(&c.get("/nowhere").await, 404, "not_found");
+    assert_envelope(
+        &c.send(Method::DELETE, "/users/1", &[], "").await,
+        401,
+        "unauthorized",
+    );
+    assert_envelope(
+        &c.send(
+            Method::DELETE,
+            "/users/1",
+            &[("authorization", "Bearer s3cret")],
+            "",
+        )
+        .await,
+        405,
+        "method_not_allowed",
+    );
 }
 
 #[tokio::test]

@@ -49,7 +49,8 @@ pub(crate) fn too_large() -> AppError {
 /// `Authorization: Bearer <token>` naming one of the configured tokens.
 /// The scheme is case-insensitive (RFC 9110 §11.1); tokens are compared
 /// in constant time, and every token is compared so that the time does
-/// not tell which one matched. Applied only to the protected routes.
+/// not tell which one matched. Applied only to the API routes
+/// ([`ApiGuardLayer`](crate::edge::admit::ApiGuardLayer)).
 #[derive(Clone)]
 pub(crate) struct BearerAuth {
     pub(crate) tokens: Arc<[Secret<String>]>,
@@ -102,12 +103,11 @@ impl<B> ValidateRequest<B> for BearerAuth {
     }
 }
 
-/// The answer to an error from the tower layers: load shedding (503
-/// `overloaded`), the request timeout (503 `timeout`), anything else 500.
+/// The answer to an error from the tower layers: the request timeout (503
+/// `timeout`), anything else 500. (Load shedding answers on its own, in
+/// `admit.rs`.)
 pub(crate) async fn layer_error(error: BoxError) -> Response {
-    if error.is::<tower::load_shed::error::Overloaded>() {
-        AppError::unavailable(ErrorCode::Overloaded, "the server is at capacity", 1)
-    } else if error.is::<tower::timeout::error::Elapsed>() {
+    if error.is::<tower::timeout::error::Elapsed>() {
         AppError::unavailable(ErrorCode::Timeout, "the request took too long", 1)
     } else {
         AppError::internal(error.as_ref())

@@ -13,12 +13,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
+use crate::edge::admit::ApiGuardLayer;
 use crate::edge::context::RequestContextLayer;
 use crate::edge::guard::{self, BearerAuth, DeclaredLength};
 use crate::error::{AppError, ErrorCode};
@@ -47,18 +46,9 @@ pub fn router(state: AppState) -> Router {
 /// timeouts, authentication when configured, load shedding.
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.config();
-    let auth = (!config.auth_tokens.is_empty()).then(|| {
-        ValidateRequestHeaderLayer::custom(BearerAuth {
-            tokens: Arc::from(config.auth_tokens.clone()),
-        })
+    let auth = (!config.auth_tokens.is_empty()).then(|| BearerAuth {
+        tokens: Arc::from(config.auth_tokens.clone()),
     });
-    let protected = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(guard::layer_error))
-        .option_layer(auth)
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
-            state.inner.concurrency.clone(),
-        ));
     let api = Router::new()
         .route("/users/{user_id}", get(users::get))
         .route("/users", post(users::create))
@@ -66,8 +56,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/batch-external-data", post(external::batch))
         .route("/io-metrics", get(ops::io_metrics))
         .route("/openapi.json", get(ops::openapi))
-        .merge(extra)
-        .route_layer(protected);
+        .merge(extra);
     let probes = Router::new()
         .route("/metrics", get(ops::prometheus))
         .route("/healthz", get(ops::healthz))
@@ -80,7 +69,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(ValidateRequestHeaderLayer::custom(DeclaredLength {
             max: config.max_body_bytes,
         }))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(ApiGuardLayer::new(auth, state.inner.concurrency.clone()));
     api.merge(probes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
