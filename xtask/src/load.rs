@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
 use sluice_tests::provision::free_port;
+
+use crate::open_loop::median;
 
 /// Load-run settings; `SLUICE_BENCH_SECONDS` shortens or lengthens runs.
 struct Plan {
@@ -533,11 +536,6 @@ pub(crate) fn run() -> Result<()> {
             ours.push(wrk(port, &get_external, c, s)?);
             theirs.push(wrk(nginx_port, &get_external, c, s)?);
         }
-        let median = |runs: &[Run], f: fn(&Run) -> f64| {
-            let mut v: Vec<f64> = runs.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let spread = |runs: &[Run]| {
             runs.iter()
                 .map(|r| format!("{:.0}", r.rps))

@@ -85,8 +85,8 @@ fn parse(json: &[u8]) -> Result<OpenRun> {
     })
 }
 
-/// Median of `f` over `runs`.
-pub(crate) fn median(runs: &[OpenRun], f: fn(&OpenRun) -> f64) -> f64 {
+/// Median of `f` over `runs` (of wrk or of oha).
+pub(crate) fn median<R>(runs: &[R], f: fn(&R) -> f64) -> f64 {
     let mut v: Vec<f64> = runs.iter().map(f).collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)

@@ -117,7 +117,7 @@ impl ApiClient {
                         request.timeout =
                             Some(request.timeout.map_or(deadline, |t| t.min(deadline)));
                         tasks.spawn(async move {
-                            let sent = client.request_admitted(request, permit);
+                            let sent = client.send(request, Some(permit));
                             let result = match tokio::time::timeout_at(ends, sent).await {
                                 Ok(result) => result,
                                 Err(_) => Err(ApiError::Timeout {
@@ -137,9 +137,7 @@ impl ApiClient {
                     let closed = || ApiError::Closed {
                         upstream: self.inner.name.clone(),
                     };
-                    for (index, _) in next.take().into_iter().chain(waiting.by_ref()) {
-                        results[index] = Some(Err(closed()));
-                    }
+                    fail_unsent(&mut results, next.take(), &mut waiting, closed);
                 }
                 Event::Joined(Some(Ok((index, result)))) => {
                     let size = result.as_ref().map_or(0, |r| r.body.len());
@@ -164,9 +162,7 @@ impl ApiClient {
                         upstream: self.inner.name.clone(),
                         waited: deadline,
                     };
-                    for (index, _) in next.take().into_iter().chain(waiting.by_ref()) {
-                        results[index] = Some(Err(overloaded()));
-                    }
+                    fail_unsent(&mut results, next.take(), &mut waiting, overloaded);
                 }
             }
         }
@@ -189,5 +185,18 @@ impl ApiClient {
                 })
             })
             .collect()
+    }
+}
+
+/// Fails every request not yet given a slot (`next`, then the rest of
+/// `waiting`) with `error()`: they were never sent.
+fn fail_unsent(
+    results: &mut [Option<Result<ApiResponse>>],
+    next: Option<(usize, ApiRequest)>,
+    waiting: &mut impl Iterator<Item = (usize, ApiRequest)>,
+    error: impl Fn() -> ApiError,
+) {
+    for (index, _) in next.into_iter().chain(waiting) {
+        results[index] = Some(Err(error()));
     }
 }

@@ -204,23 +204,20 @@ impl ApiClient {
     /// Returns the upstream's answer for any status except a transient one
     /// that outlasted the retries, which is [`ApiError::Status`].
     pub async fn request(&self, request: ApiRequest) -> Result<ApiResponse> {
-        match request.coalescing_key() {
-            Some(key) => self.coalesced(key, request, None).await,
-            None => self.call(request, None).await,
-        }
+        self.send(request, None).await
     }
 
-    /// [`request`](Self::request) with its process-wide in-flight slot
-    /// already taken (by [`batch`](Self::batch), which admits its
-    /// requests one at a time).
-    pub(crate) async fn request_admitted(
+    /// [`request`](Self::request), with its process-wide in-flight slot
+    /// already taken when `admitted` is set (by [`batch`](Self::batch),
+    /// which admits its requests one at a time).
+    pub(crate) async fn send(
         &self,
         request: ApiRequest,
-        admitted: OwnedSemaphorePermit,
+        admitted: Option<OwnedSemaphorePermit>,
     ) -> Result<ApiResponse> {
         match request.coalescing_key() {
-            Some(key) => self.coalesced(key, request, Some(admitted)).await,
-            None => self.call(request, Some(admitted)).await,
+            Some(key) => self.coalesced(key, request, admitted).await,
+            None => self.call(request, admitted).await,
         }
     }
 

@@ -184,7 +184,7 @@ impl RetryBudget {
 
     /// The slot number of `now`, from 1 (a zeroed slot is "never used").
     fn number(&self, now: Instant) -> u32 {
-        let n = crate::within::nanos_since(self.inner.epoch, now) / self.slot_nanos;
+        let n = crate::clock::nanos_since(self.inner.epoch, now) / self.slot_nanos;
         (n as u32).wrapping_add(1)
     }
 }

@@ -15,6 +15,7 @@ mod backoff;
 mod breaker;
 mod budget;
 mod classify;
+mod clock;
 mod error;
 mod policy;
 mod within;

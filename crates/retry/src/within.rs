@@ -1,6 +1,5 @@
 //! [`within`]: `tokio::time::timeout_at` that builds its timer only when
-//! the call does not finish on its first poll; and [`nanos_since`], the
-//! clock arithmetic of the success path.
+//! the call does not finish on its first poll.
 //!
 //! Building a tokio `Sleep` looks up the runtime's handle and clones it,
 //! which is most of what a deadline costs a call that is ready at once
@@ -13,17 +12,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-
-/// Nanoseconds from `origin` to `now` (0 if `now` is earlier), in u64
-/// arithmetic: the u128 of `Duration::as_nanos` costs a library division
-/// on every use, more than the rest of a budget deposit.
-pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
-    let since = now.saturating_duration_since(origin);
-    since
-        .as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(since.subsec_nanos()))
-}
 
 /// The deadline passed before the call finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

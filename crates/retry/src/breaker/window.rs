@@ -54,7 +54,7 @@ pub(crate) struct Buckets {
 impl Buckets {
     /// The number of the bucket `now` falls in (0 before the origin).
     pub(crate) fn number(&self, now: Instant) -> u64 {
-        crate::within::nanos_since(self.origin, now) / self.nanos
+        crate::clock::nanos_since(self.origin, now) / self.nanos
     }
 }
 
