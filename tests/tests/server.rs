@@ -320,7 +320,7 @@ async fn request_ids_are_echoed_or_generated() {
 
 #[tokio::test]
 async fn health_readiness_metrics_and_openapi() {
-    let recorder = sluice_metrics::prometheus::build_recorder().unwrap();
+    let recorder = sluice_metrics::prometheus::build_recorder();
     let handle = recorder.handle();
     let db = sqlite("ops").await;
     let state = AppState::build(

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram, Label};
 
-use crate::histogram::{LatencyHistogram, RecentHistogram, Sample, Summary, slot_of};
+use crate::histogram::{Sample, Summary, WindowedHistogram, slot_of};
 use crate::names;
-use crate::operation::{Backend, OpKind, Outcome, method_label, status_code_label};
+use crate::operation::{Backend, METHOD_LABELS, OpKind, Outcome, method_index, status_code_label};
 
 /// Records the operations of one named connection (a pool, a cache, an
 /// upstream).
@@ -33,13 +33,17 @@ struct Inner {
     name: Arc<str>,
     /// Bounded histograms per operation kind (since start and the last
     /// minute), allocated on first use.
-    kinds: [OnceLock<KindFigures>; OpKind::ALL.len()],
+    kinds: [OnceLock<WindowedHistogram>; OpKind::ALL.len()],
     /// For database backends: the success handle of each kind, registered
     /// on first use so that only series that happen are exported.
     db_histograms: [OnceLock<Histogram>; OpKind::ALL.len()],
-    /// For HTTP backends: handles by (method, status or 0, error type or
-    /// ""), registered on first use. Every part comes from a fixed set, so
-    /// this stays small.
+    /// For HTTP backends: the handles of successes with status 200 to 204,
+    /// by method and status, registered on first use: the common case
+    /// costs no lock and no hashing.
+    http_ok: [[OnceLock<Histogram>; HTTP_OK_STATUSES]; METHOD_LABELS.len()],
+    /// For HTTP backends: the other handles by (method, status or 0, error
+    /// type or ""), registered on first use. Every part comes from a fixed
+    /// set, so this stays small.
     http_histograms: RwLock<HashMap<HttpKey, Histogram>>,
     /// For HTTP backends: the `server_address` and `server_port` labels.
     server: OnceLock<(String, String)>,
@@ -59,6 +63,7 @@ impl ConnectionMetrics {
                 backend,
                 kinds: Default::default(),
                 db_histograms: Default::default(),
+                http_ok: Default::default(),
                 http_histograms: RwLock::new(HashMap::new()),
                 server: OnceLock::new(),
                 hits: AtomicU64::new(0),
@@ -122,7 +127,7 @@ impl ConnectionMetrics {
                 Outcome::Ok => "",
                 Outcome::Error(class) => class,
             };
-            self.http_histogram(("_OTHER", 0, error)).record(elapsed);
+            self.record_http_histogram(METHOD_LABELS.len() - 1, 0, error, elapsed);
             return;
         }
         match outcome {
@@ -193,8 +198,7 @@ impl ConnectionMetrics {
             Outcome::Ok
         };
         self.record_snapshot(kind, outcome, elapsed, now);
-        self.http_histogram((method_label(method), status, error))
-            .record(elapsed);
+        self.record_http_histogram(method_index(method), status, error, elapsed);
     }
 
     /// Counts a cache hit.
@@ -230,45 +234,63 @@ impl ConnectionMetrics {
         elapsed: Duration,
         now: tokio::time::Instant,
     ) {
-        let figures = self.inner.kinds[kind.index()].get_or_init(KindFigures::new);
-        let failed = !outcome.is_ok();
-        let sample = Sample::of(elapsed);
-        figures.total.record_sample(sample, failed);
-        figures.recent.record_sample(slot_of(now), sample, failed);
+        let figures = self.inner.kinds[kind.index()].get_or_init(WindowedHistogram::new);
+        figures.record_sample(slot_of(now), Sample::of(elapsed), !outcome.is_ok());
     }
 
-    fn http_histogram(&self, key: HttpKey) -> Histogram {
+    /// Records in `http_client_request_duration_seconds`: through the
+    /// fixed handle of a 200–204 success, else through the map (inside its
+    /// read lock, so no handle is cloned on the way).
+    fn record_http_histogram(
+        &self,
+        method: usize,
+        status: u16,
+        error: &'static str,
+        elapsed: Duration,
+    ) {
+        if error.is_empty()
+            && let Some(ok) = status
+                .checked_sub(200)
+                .and_then(|i| self.inner.http_ok[method].get(usize::from(i)))
+        {
+            ok.get_or_init(|| self.register_http((METHOD_LABELS[method], status, error)))
+                .record(elapsed);
+            return;
+        }
+        let key = (METHOD_LABELS[method], status, error);
         if let Some(handle) = read_map(&self.inner.http_histograms).get(&key) {
-            return handle.clone();
+            handle.record(elapsed);
+            return;
         }
         let mut map = match self.inner.http_histograms.write() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
         map.entry(key)
-            .or_insert_with(|| {
-                let (method, status, error) = key;
-                let (address, port) = match self.inner.server.get() {
-                    Some((address, port)) => (address.clone(), port.clone()),
-                    None => (self.inner.name.to_string(), String::new()),
-                };
-                let mut labels = vec![
-                    Label::new("http_request_method", method),
-                    Label::new("server_address", address),
-                    Label::new("server_port", port),
-                ];
-                if status != 0 {
-                    labels.push(Label::new(
-                        "http_response_status_code",
-                        status_code_label(status),
-                    ));
-                }
-                if !error.is_empty() {
-                    labels.push(Label::new("error_type", error));
-                }
-                metrics::histogram!(names::HTTP_CLIENT_DURATION, labels)
-            })
-            .clone()
+            .or_insert_with(|| self.register_http(key))
+            .record(elapsed);
+    }
+
+    fn register_http(&self, (method, status, error): HttpKey) -> Histogram {
+        let (address, port) = match self.inner.server.get() {
+            Some((address, port)) => (address.clone(), port.clone()),
+            None => (self.inner.name.to_string(), String::new()),
+        };
+        let mut labels = vec![
+            Label::new("http_request_method", method),
+            Label::new("server_address", address),
+            Label::new("server_port", port),
+        ];
+        if status != 0 {
+            labels.push(Label::new(
+                "http_response_status_code",
+                status_code_label(status),
+            ));
+        }
+        if !error.is_empty() {
+            labels.push(Label::new("error_type", error));
+        }
+        metrics::histogram!(names::HTTP_CLIENT_DURATION, labels)
     }
 
     pub(crate) fn snapshot_parts(&self) -> SnapshotParts<'_> {
@@ -280,7 +302,7 @@ impl ConnectionMetrics {
                     .filter_map(|kind| {
                         self.inner.kinds[kind.index()]
                             .get()
-                            .map(|f| (*kind, f.total.summary(), f.recent.summary(now)))
+                            .map(|f| (*kind, f.since_start(), f.recent(now)))
                     })
                     .collect()
             },
@@ -309,21 +331,8 @@ fn read_map<K, V>(lock: &RwLock<HashMap<K, V>>) -> std::sync::RwLockReadGuard<'_
     }
 }
 
-/// The figures of one operation kind: since start, and the last minute.
-#[derive(Debug)]
-struct KindFigures {
-    total: LatencyHistogram,
-    recent: RecentHistogram,
-}
-
-impl KindFigures {
-    fn new() -> Self {
-        Self {
-            total: LatencyHistogram::new(),
-            recent: RecentHistogram::new(),
-        }
-    }
-}
+/// Statuses 200 to 204 have fixed handles.
+const HTTP_OK_STATUSES: usize = 5;
 
 /// (method, status or 0, error type or "").
 type HttpKey = (&'static str, u16, &'static str);

@@ -114,21 +114,28 @@ impl LatencyHistogram {
         }
     }
 
-    /// Reads count, errors and percentiles. Concurrent recordings may or may
-    /// not be included; the figures are each consistent with some prefix.
+    /// Reads count, errors and percentiles.
+    #[cfg(test)]
     pub(crate) fn summary(&self) -> Summary {
         let mut merged = Merged::default();
         merged.add(self);
         merged.summary()
     }
 
-    /// Empties the histogram (a window slot being reused).
-    fn clear(&self) {
-        for bucket in self.buckets.iter() {
-            bucket.store(0, Ordering::Relaxed);
+    /// Moves every count into `into` and leaves this one empty (a window
+    /// slot being reused). Each counter is swapped out, so a recording
+    /// racing the move lands on one side or the other, never on neither.
+    fn drain_into(&self, into: &LatencyHistogram) {
+        for (bucket, target) in self.buckets.iter().zip(into.buckets.iter()) {
+            let n = bucket.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                target.fetch_add(n, Ordering::Relaxed);
+            }
         }
-        self.errors.store(0, Ordering::Relaxed);
-        self.max_ns.store(0, Ordering::Relaxed);
+        into.errors
+            .fetch_add(self.errors.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        into.max_ns
+            .fetch_max(self.max_ns.swap(0, Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
@@ -183,34 +190,56 @@ impl Merged {
     }
 }
 
-/// Length of one slot of a [`RecentHistogram`].
+/// Length of one slot of a [`WindowedHistogram`].
 pub(crate) const SLOT: Duration = Duration::from_secs(10);
-/// Slots of a [`RecentHistogram`]: the window is the current slot and the
+/// Slots of a [`WindowedHistogram`]: the window is the current slot and the
 /// five before it, 50 to 60 seconds.
 const SLOTS: usize = 6;
-/// The longest span a [`RecentHistogram`] covers.
+/// The longest span a [`WindowedHistogram`] covers.
 pub(crate) const WINDOW: Duration = Duration::from_secs(SLOT.as_secs() * SLOTS as u64);
 
 /// The slot number of `now`: 10-second steps since the first call.
+///
+/// Each thread remembers the bounds of the last slot it computed, so that
+/// most calls compare two instants instead of dividing a duration.
 pub(crate) fn slot_of(now: tokio::time::Instant) -> u64 {
-    static BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    use std::cell::Cell;
+    use tokio::time::Instant;
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    thread_local! {
+        /// (start, end, number) of the slot this thread last saw.
+        static LAST: Cell<Option<(Instant, Instant, u64)>> = const { Cell::new(None) };
+    }
+    let cached = LAST.with(Cell::get);
+    if let Some((start, end, slot)) = cached
+        && start <= now
+        && now < end
+    {
+        return slot;
+    }
     let base = *BASE.get_or_init(|| now);
-    (now.saturating_duration_since(base).as_secs() / SLOT.as_secs()) + 1
+    let index = now.saturating_duration_since(base).as_secs() / SLOT.as_secs();
+    let start = base + SLOT * index as u32;
+    LAST.with(|last| last.set(Some((start, start + SLOT, index + 1))));
+    index + 1
 }
 
-/// Latencies of the last minute: a ring of six 10-second histograms, each
-/// emptied when its slot comes round again. Memory is fixed; a recording
-/// that races the emptying of its slot may be lost, which a statistic
-/// tolerates.
+/// Latencies since start and over the last minute: a ring of six 10-second
+/// histograms and an archive. A slot that comes round again is emptied
+/// into the archive first, so each recording touches one histogram while
+/// the since-start figures are the archive plus every slot. Memory is
+/// fixed.
 #[derive(Debug)]
-pub(crate) struct RecentHistogram {
+pub(crate) struct WindowedHistogram {
     slots: [(AtomicU64, LatencyHistogram); SLOTS],
+    archive: LatencyHistogram,
 }
 
-impl RecentHistogram {
+impl WindowedHistogram {
     pub(crate) fn new() -> Self {
         Self {
             slots: std::array::from_fn(|_| (AtomicU64::new(0), LatencyHistogram::new())),
+            archive: LatencyHistogram::new(),
         }
     }
 
@@ -229,13 +258,13 @@ impl RecentHistogram {
                 .compare_exchange(seen, slot, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            histogram.clear();
+            histogram.drain_into(&self.archive);
         }
         histogram.record_sample(sample, failed);
     }
 
     /// Figures over the slots of the window that ends in slot `now`.
-    pub(crate) fn summary(&self, now: u64) -> Summary {
+    pub(crate) fn recent(&self, now: u64) -> Summary {
         let mut merged = Merged::default();
         for (epoch, histogram) in &self.slots {
             let epoch = epoch.load(Ordering::Acquire);
@@ -245,11 +274,43 @@ impl RecentHistogram {
         }
         merged.summary()
     }
+
+    /// Figures over everything recorded.
+    pub(crate) fn since_start(&self) -> Summary {
+        let mut merged = Merged::default();
+        merged.add(&self.archive);
+        for (_, histogram) in &self.slots {
+            merged.add(histogram);
+        }
+        merged.summary()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_ten_second_steps_whatever_order_instants_come_in() {
+        let base = tokio::time::Instant::now();
+        let first = slot_of(base);
+        let at = |secs: u64| slot_of(base + Duration::from_secs(secs));
+        // The base is the first instant this process asked about, which
+        // another test may have set: compare slots relative to each other.
+        let offset = |secs: u64| at(secs) - first;
+        // Whole multiples of 10 s apart are exactly that many slots apart,
+        // wherever the slot boundaries fall.
+        assert_eq!(offset(10), 1);
+        assert_eq!(offset(600), 60);
+        assert_eq!(offset(20), 2);
+        // Back to an earlier slot after a later one was cached.
+        assert_eq!(offset(0), 0);
+        // Within 10 s, at most one boundary is crossed, and only forwards.
+        let within: Vec<u64> = (0..10).map(offset).collect();
+        assert!(within.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1), "{within:?}");
+        assert!(within[9] <= 1, "{within:?}");
+        assert_eq!(slot_of(base), first);
+    }
 
     #[test]
     fn every_value_falls_inside_its_bucket() {
@@ -297,26 +358,57 @@ mod tests {
 
     #[test]
     fn the_recent_window_forgets_slots_older_than_a_minute() {
-        let h = RecentHistogram::new();
+        let h = WindowedHistogram::new();
         for _ in 0..10 {
             h.record(1, Duration::from_millis(100), true);
         }
         for _ in 0..30 {
             h.record(3, Duration::from_millis(1), false);
         }
-        let s = h.summary(3);
+        let s = h.recent(3);
         assert_eq!((s.count, s.errors), (40, 10));
         assert_eq!(s.max, Duration::from_millis(100));
         // Slot 1 leaves the window at slot 7; slot 3 at slot 9.
-        let s = h.summary(7);
+        let s = h.recent(7);
         assert_eq!((s.count, s.errors), (30, 0));
         assert_eq!(s.max, Duration::from_millis(1));
-        assert_eq!(h.summary(9).count, 0);
+        assert_eq!(h.recent(9).count, 0);
         // Slot 7 reuses slot 1's histogram, emptied first.
         h.record(7, Duration::from_millis(2), false);
-        let s = h.summary(7);
+        let s = h.recent(7);
         assert_eq!((s.count, s.errors), (31, 0));
         assert_eq!(s.max, Duration::from_millis(2));
+        // Since start keeps everything: slot 1's figures moved to the
+        // archive when slot 7 took its place.
+        let s = h.since_start();
+        assert_eq!((s.count, s.errors), (41, 10));
+        assert_eq!(s.max, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn since_start_loses_nothing_while_slots_turn_over_under_threads() {
+        let h = std::sync::Arc::new(WindowedHistogram::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let h = std::sync::Arc::clone(&h);
+                std::thread::spawn(move || {
+                    // Each thread walks through 40 slots (the ring turns
+                    // over six times), 500 recordings per slot.
+                    for slot in 1..=40u64 {
+                        for i in 0..500u64 {
+                            h.record(slot, Duration::from_micros(i + t), i % 50 == 0);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("recording thread");
+        }
+        let s = h.since_start();
+        assert_eq!(s.count, 4 * 40 * 500);
+        assert_eq!(s.errors, 4 * 40 * 10);
+        assert_eq!(s.max, Duration::from_micros(499 + 3));
     }
 
     #[test]

@@ -166,17 +166,26 @@ impl ErrorClass for tokio::time::error::Elapsed {
     }
 }
 
+/// The method label values: the nine standard methods, then `_OTHER`.
+pub(crate) const METHOD_LABELS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
+];
+
+/// The index in [`METHOD_LABELS`] of a method: exact spellings first (what
+/// `http::Method::as_str` gives), then any case; `_OTHER` for the rest.
+pub(crate) fn method_index(method: &str) -> usize {
+    let known = &METHOD_LABELS[..METHOD_LABELS.len() - 1];
+    known
+        .iter()
+        .position(|k| *k == method)
+        .or_else(|| known.iter().position(|k| k.eq_ignore_ascii_case(method)))
+        .unwrap_or(known.len())
+}
+
 /// Normalises an HTTP method to one of a fixed set of label values, so that
 /// a client sending `FOO` cannot add a label value.
 pub fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    KNOWN
-        .iter()
-        .find(|known| known.eq_ignore_ascii_case(method))
-        .copied()
-        .unwrap_or("_OTHER")
+    METHOD_LABELS[method_index(method)]
 }
 
 /// The `http_response_status_code` label of a status: its three digits,

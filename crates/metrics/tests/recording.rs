@@ -10,7 +10,7 @@ use sluice_metrics::server::{ServedRequest, ServerMetrics};
 use sluice_metrics::{Backend, OpKind, Outcome, Registry};
 
 fn recorded_exposition() -> (String, Registry) {
-    let recorder = sluice_metrics::prometheus::build_recorder().expect("valid buckets");
+    let recorder = sluice_metrics::prometheus::build_recorder();
     let handle = recorder.handle();
     let registry = Registry::new();
     metrics::with_local_recorder(&recorder, || {
@@ -121,6 +121,8 @@ fn exposition_has_real_histograms_with_sub_millisecond_buckets() {
     // 4xx/5xx (the status) and for no response (the class).
     assert!(text.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",server_address=\"127.0.0.1\",server_port=\"8080\",http_response_status_code=\"503\",error_type=\"503\"} 1"), "{text}");
     assert!(text.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",server_address=\"127.0.0.1\",server_port=\"8080\",error_type=\"timeout\"} 1"), "{text}");
+    // A success (the fixed handles of 200 to 204) carries its status only.
+    assert!(text.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",server_address=\"127.0.0.1\",server_port=\"8080\",http_response_status_code=\"200\"} 1"), "{text}");
     // The server conventions: no error_type on a 4xx, the reason on a
     // 5xx, the status code when no reason is known, no route unmatched.
     assert!(text.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",url_scheme=\"http\",http_route=\"/users/{user_id}\",http_response_status_code=\"404\"} 1"), "{text}");
@@ -277,9 +279,36 @@ async fn timed_records_success_failure_and_cancellation() {
     assert_eq!((write.count, write.errors), (2, 2));
 }
 
+/// Sluice's histograms count into their own buckets; a program's own
+/// histograms and counters still go through the exporter, and a series
+/// registered twice is one series.
+#[test]
+fn other_metrics_still_go_through_the_exporter() {
+    let recorder = sluice_metrics::prometheus::build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::describe_histogram!("app_job_seconds", "A job's time.");
+        metrics::histogram!("app_job_seconds").record(0.25);
+        metrics::counter!("app_jobs_total").increment(3);
+        let labels = [("db_system_name", "sqlite")];
+        metrics::histogram!("db_client_operation_duration_seconds", &labels).record(0.002);
+        metrics::histogram!("db_client_operation_duration_seconds", &labels).record(0.003);
+    });
+    handle.run_upkeep();
+    let text = handle.render();
+    // The exporter renders histograms it has no buckets for as summaries.
+    assert!(text.contains("# TYPE app_job_seconds summary"), "{text}");
+    assert!(text.contains("# HELP app_job_seconds A job's time."), "{text}");
+    assert!(text.contains("app_job_seconds_count 1"), "{text}");
+    assert!(text.contains("app_jobs_total 3"), "{text}");
+    assert!(text.contains("db_client_operation_duration_seconds_bucket{db_system_name=\"sqlite\",le=\"0.005\"} 2"), "{text}");
+    assert!(text.contains("db_client_operation_duration_seconds_sum{db_system_name=\"sqlite\"} 0.005"), "{text}");
+    assert_eq!(text.matches("# TYPE db_client_operation_duration_seconds ").count(), 1, "{text}");
+}
+
 #[test]
 fn every_metric_name_has_help_text() {
-    let recorder = sluice_metrics::prometheus::build_recorder().expect("valid buckets");
+    let recorder = sluice_metrics::prometheus::build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         sluice_metrics::names::describe();
