@@ -307,7 +307,10 @@ mod tests {
         assert_eq!(offset(0), 0);
         // Within 10 s, at most one boundary is crossed, and only forwards.
         let within: Vec<u64> = (0..10).map(offset).collect();
-        assert!(within.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1), "{within:?}");
+        assert!(
+            within.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1),
+            "{within:?}"
+        );
         assert!(within[9] <= 1, "{within:?}");
         assert_eq!(slot_of(base), first);
     }

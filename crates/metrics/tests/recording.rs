@@ -298,12 +298,28 @@ fn other_metrics_still_go_through_the_exporter() {
     let text = handle.render();
     // The exporter renders histograms it has no buckets for as summaries.
     assert!(text.contains("# TYPE app_job_seconds summary"), "{text}");
-    assert!(text.contains("# HELP app_job_seconds A job's time."), "{text}");
+    assert!(
+        text.contains("# HELP app_job_seconds A job's time."),
+        "{text}"
+    );
     assert!(text.contains("app_job_seconds_count 1"), "{text}");
     assert!(text.contains("app_jobs_total 3"), "{text}");
-    assert!(text.contains("db_client_operation_duration_seconds_bucket{db_system_name=\"sqlite\",le=\"0.005\"} 2"), "{text}");
-    assert!(text.contains("db_client_operation_duration_seconds_sum{db_system_name=\"sqlite\"} 0.005"), "{text}");
-    assert_eq!(text.matches("# TYPE db_client_operation_duration_seconds ").count(), 1, "{text}");
+    assert!(
+        text.contains(
+            "db_client_operation_duration_seconds_bucket{db_system_name=\"sqlite\",le=\"0.005\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("db_client_operation_duration_seconds_sum{db_system_name=\"sqlite\"} 0.005"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE db_client_operation_duration_seconds ")
+            .count(),
+        1,
+        "{text}"
+    );
 }
 
 #[test]

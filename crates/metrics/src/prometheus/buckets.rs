@@ -153,10 +153,7 @@ mod tests {
         h.record(0.002);
         h.record(0.5);
         h.record(2.0);
-        let key = Key::from_parts(
-            "x_seconds",
-            vec![metrics::Label::new("a", "q\"uo\\te\n")],
-        );
+        let key = Key::from_parts("x_seconds", vec![metrics::Label::new("a", "q\"uo\\te\n")]);
         let mut out = String::new();
         render_family(&mut out, "x_seconds", "Time.\nMore", &[(&key, &h)]);
         assert_eq!(
@@ -178,6 +175,9 @@ mod tests {
         let mut out = String::new();
         render_family(&mut out, "y_seconds", "Y.", &[(&key, &h)]);
         assert!(out.contains("y_seconds_bucket{le=\"1\"} 1\n"), "{out}");
-        assert!(out.contains("y_seconds_sum 0.25\ny_seconds_count 1\n"), "{out}");
+        assert!(
+            out.contains("y_seconds_sum 0.25\ny_seconds_count 1\n"),
+            "{out}"
+        );
     }
 }
