@@ -56,12 +56,35 @@ async fn get_set_delete_and_get_many_under_a_prefix() {
         .await
         .unwrap();
     assert_eq!(cache.get::<Profile>("user:3").await.unwrap(), None);
+    // The stored text, checked against the type: as stored when it
+    // decodes, a miss when it does not.
+    let is_profile = |raw: &[u8]| serde_json::from_slice::<Profile>(raw).is_ok();
+    assert_eq!(
+        cache.get_text_checked("user:3", is_profile).await.unwrap(),
+        None
+    );
+    let grace = Profile {
+        id: 2,
+        bio: "ships".into(),
+    };
+    cache
+        .set("user:2", &grace, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache
+            .get_text_checked("user:2", is_profile)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(serde_json::to_vec(&grace).unwrap().as_slice())
+    );
 
     let snapshot = registry.snapshot();
     let c = snapshot
         .connection(Backend::Redis, "cache_roundtrip")
         .unwrap();
-    assert_eq!((c.hits, c.misses), (2, 3));
+    assert_eq!((c.hits, c.misses), (3, 4));
 }
 
 #[tokio::test]

@@ -470,11 +470,49 @@ async fn user_reads_go_through_redis_and_survive_its_death() {
         .json()["user_id"]
         .as_i64()
         .unwrap();
-    assert_eq!(c.get(&format!("/users/{id}")).await.status, 200);
-    // The read filled the cache: the next one is served from Redis even if
-    // the row changes underneath (within the TTL).
-    let cached: Option<serde_json::Value> = cache.get(&format!("user:{id}")).await.unwrap();
+    let from_db = c.get(&format!("/users/{id}")).await;
+    assert_eq!(from_db.status, 200);
+    // The read filled the cache (in the background: wait for it).
+    let mut cached: Option<serde_json::Value> = None;
+    for _ in 0..100 {
+        cached = cache.get(&format!("user:{id}")).await.unwrap();
+        if cached.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(cached.unwrap()["name"], "Ada");
+    // A hit answers with the stored text in the envelope: the same bytes
+    // as the answer from the database.
+    let from_cache = c.get(&format!("/users/{id}")).await;
+    assert_eq!(from_cache.status, 200);
+    assert_eq!(from_cache.body, from_db.body);
+    assert_eq!(
+        from_cache.headers["content-type"],
+        from_db.headers["content-type"]
+    );
+    // A stored value that is not exactly a user (a field the API does not
+    // show, or not an object) is a miss: the database answers.
+    for foreign in [
+        json!({"id": id, "name": "Eve", "email": "e@example.com", "bio": "", "created_at": "x", "admin": true}),
+        json!("not a user"),
+    ] {
+        cache
+            .set(&format!("user:{id}"), &foreign, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let reply = c.get(&format!("/users/{id}")).await;
+        assert_eq!(reply.body, from_db.body, "{foreign}");
+    }
+    // The last read stored the user again; from here the next one is
+    // served from Redis even if the row changes underneath (within the TTL).
+    for _ in 0..100 {
+        let again: Option<serde_json::Value> = cache.get(&format!("user:{id}")).await.unwrap();
+        if again.is_some_and(|v| v["name"] == "Ada") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     db.execute(
         "UPDATE users SET name = 'Changed' WHERE id = $1",
         sluice_db::params![id],

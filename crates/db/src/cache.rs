@@ -164,13 +164,29 @@ impl Cache {
     /// (anything else counts as a miss): for a caller that embeds it
     /// without building a tree.
     pub async fn get_json_text(&self, key: &str) -> Result<Option<bytes::Bytes>, CacheError> {
+        self.get_text_checked(key, |raw| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
+        })
+        .await
+    }
+
+    /// The text under `key`, as stored, if present and `accept` takes it
+    /// (anything else counts as a miss, as for [`get`](Self::get)): for a
+    /// caller that answers with the stored text once it has checked it —
+    /// say by decoding it into a borrowing type — instead of decoding the
+    /// value and encoding it again.
+    pub async fn get_text_checked(
+        &self,
+        key: &str,
+        accept: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<Option<bytes::Bytes>, CacheError> {
         let key = self.key(key);
         let raw: Option<bytes::Bytes> = self
             .kv
             .metrics
             .timed(OpKind::Read, self.bounded(self.kv.pool.client().get(key)))
             .await?;
-        let value = raw.filter(|raw| serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok());
+        let value = raw.filter(|raw| accept(raw));
         match value {
             Some(_) => self.kv.metrics.record_hit(),
             None => self.kv.metrics.record_miss(),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use sluice_api_client::{ApiClient, ApiError, ApiPath, ApiRequest, ApiResponse};
 
-use crate::envelope::Chunks;
+use crate::envelope::{Chunks, data_text};
 use crate::error::{AppError, ErrorCode, FieldError};
 use crate::extract::{self, Param};
 use crate::state::AppState;
@@ -57,7 +57,7 @@ pub(crate) async fn get(
     if let Some(cache) = cache
         && let Ok(Some(data)) = cache.get_json_text(&cache_key(&id)).await
     {
-        return Ok(data_response(data));
+        return Ok(data_text(data));
     }
     let response = api.request(data_request(&id)).await?;
     let data = answer(response)?;
@@ -70,22 +70,7 @@ pub(crate) async fn get(
             }
         });
     }
-    Ok(data_response(data))
-}
-
-/// `{"success":true,"data":<the upstream's JSON as it came>}`: the body
-/// was checked to be JSON, and is embedded without being parsed into a
-/// tree and written out again (as batch items are).
-fn data_response(data: Bytes) -> Response {
-    let mut body = Chunks::default();
-    body.push(Bytes::from_static(b"{\"success\":true,\"data\":"));
-    body.push(data);
-    body.push(Bytes::from_static(b"}"));
-    (
-        [(http::header::CONTENT_TYPE, "application/json")],
-        axum::body::Body::new(body),
-    )
-        .into_response()
+    Ok(data_text(data))
 }
 
 /// A 2xx answer's JSON body (checked, not parsed into a tree); 404 stays

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use sluice_db::{DbError, params};
 
-use crate::envelope::{Created, Data};
+use crate::envelope::{Created, Data, data_text};
 use crate::error::{AppError, ErrorCode, FieldError};
 use crate::extract::{self, Param};
 use crate::state::AppState;
@@ -19,13 +19,36 @@ use crate::state::AppState;
 type UserRow = (i64, String, String, String, DateTime<Utc>);
 
 /// A user as the API shows it (and as the cache stores it).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 struct User {
     id: i64,
     name: String,
     email: String,
     bio: String,
     created_at: String,
+}
+
+/// The check of a cached user before its text is answered with as it is
+/// stored: every field of a [`User`], of its type, and no other (a field
+/// the API does not show makes it a miss). The strings borrow from the
+/// text unless they hold escapes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "decoded only to check the cached text")]
+struct CachedUser<'a> {
+    id: i64,
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    email: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    bio: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    created_at: std::borrow::Cow<'a, str>,
+}
+
+fn is_cached_user(text: &[u8]) -> bool {
+    serde_json::from_slice::<CachedUser<'_>>(text).is_ok()
 }
 
 impl From<UserRow> for User {
@@ -62,9 +85,9 @@ pub(crate) async fn get(
     let id = user_id(&raw)?;
     let inner = &state.inner;
     if let Some(cache) = &inner.cache
-        && let Ok(Some(user)) = cache.get::<User>(&cache_key(id)).await
+        && let Ok(Some(text)) = cache.get_text_checked(&cache_key(id), is_cached_user).await
     {
-        return Ok(Json(Data::new(user)).into_response());
+        return Ok(data_text(text));
     }
     // Lag is fine here: a replica that lacks the row (a user created a
     // moment ago) hands the read to the primary.
@@ -234,5 +257,29 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_cached_user_is_exactly_a_user() {
+        let user = User {
+            id: 7,
+            name: "Ada \"the first\" Lovelace\n".into(),
+            email: "ada@example.com".into(),
+            bio: "é, 数学".into(),
+            created_at: "2026-12-03T10:00:00Z".into(),
+        };
+        let text = serde_json::to_vec(&user).unwrap();
+        assert!(is_cached_user(&text), "{}", String::from_utf8_lossy(&text));
+        let mut value = serde_json::to_value(&user).unwrap();
+        value["admin"] = true.into();
+        assert!(!is_cached_user(&serde_json::to_vec(&value).unwrap()));
+        let mut value = serde_json::to_value(&user).unwrap();
+        value.as_object_mut().unwrap().remove("bio");
+        assert!(!is_cached_user(&serde_json::to_vec(&value).unwrap()));
+        let mut value = serde_json::to_value(&user).unwrap();
+        value["id"] = "7".into();
+        assert!(!is_cached_user(&serde_json::to_vec(&value).unwrap()));
+        assert!(!is_cached_user(b"\"not a user\""));
+        assert!(!is_cached_user(b"{\"id\":7"));
     }
 }
