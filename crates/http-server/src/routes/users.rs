@@ -137,6 +137,10 @@ fn validate(body: &serde_json::Value) -> Result<NewUser, AppError> {
     };
     let name = text("name", &mut errors).map(|n| n.trim().to_owned());
     match &name {
+        Some(n) if n.contains('\0') => errors.push(FieldError::new(
+            "name",
+            "must not contain the NUL character (U+0000)",
+        )),
         Some(n) if (1..=200).contains(&n.chars().count()) => {}
         Some(_) => errors.push(FieldError::new(
             "name",
@@ -163,6 +167,12 @@ fn validate(body: &serde_json::Value) -> Result<NewUser, AppError> {
     let bio = text("bio", &mut errors).unwrap_or_default();
     if bio.chars().count() > 10_000 {
         errors.push(FieldError::new("bio", "must be at most 10000 characters"));
+    } else if bio.contains('\0') {
+        // PostgreSQL's text cannot hold it; refused on every backend alike.
+        errors.push(FieldError::new(
+            "bio",
+            "must not contain the NUL character (U+0000)",
+        ));
     }
     match (name, email) {
         (Some(name), Some(email)) if errors.is_empty() => Ok(NewUser { name, email, bio }),
@@ -251,6 +261,16 @@ mod tests {
         assert!(
             validate(&serde_json::json!({"name": "a".repeat(201), "email": "a@b.co"})).is_err()
         );
+        // NUL, which PostgreSQL's text cannot hold, is a field error on
+        // every backend, not the database's.
+        for body in [
+            serde_json::json!({"name": "a\u{0}b", "email": "a@b.co"}),
+            serde_json::json!({"name": "ab", "email": "a@b.co", "bio": "x\u{0}"}),
+            serde_json::json!({"name": "ab", "email": "a\u{0}@b.co"}),
+        ] {
+            let err = validate(&body).unwrap_err();
+            assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        }
         assert!(
             validate(
                 &serde_json::json!({"name": "a", "email": format!("{}@b.co", "a".repeat(250))})
