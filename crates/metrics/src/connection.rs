@@ -9,7 +9,9 @@ use metrics::{Counter, Histogram, Label};
 
 use crate::histogram::{Sample, Summary, WindowedHistogram, slot_of};
 use crate::names;
-use crate::operation::{Backend, METHOD_LABELS, OpKind, Outcome, method_index, status_code_label};
+use crate::operation::{
+    Backend, METHOD_LABELS, OTHER_METHOD, OpKind, Outcome, method_index, status_code_label,
+};
 
 /// Records the operations of one named connection (a pool, a cache, an
 /// upstream).
@@ -127,7 +129,7 @@ impl ConnectionMetrics {
                 Outcome::Ok => "",
                 Outcome::Error(class) => class,
             };
-            self.record_http_histogram(METHOD_LABELS.len() - 1, 0, error, elapsed);
+            self.record_http_histogram(OTHER_METHOD, 0, error, elapsed);
             return;
         }
         match outcome {

@@ -171,15 +171,18 @@ pub(crate) const METHOD_LABELS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
 ];
 
+/// The index of `_OTHER` in [`METHOD_LABELS`].
+pub(crate) const OTHER_METHOD: usize = METHOD_LABELS.len() - 1;
+
 /// The index in [`METHOD_LABELS`] of a method: exact spellings first (what
 /// `http::Method::as_str` gives), then any case; `_OTHER` for the rest.
 pub(crate) fn method_index(method: &str) -> usize {
-    let known = &METHOD_LABELS[..METHOD_LABELS.len() - 1];
+    let known = &METHOD_LABELS[..OTHER_METHOD];
     known
         .iter()
         .position(|k| *k == method)
         .or_else(|| known.iter().position(|k| k.eq_ignore_ascii_case(method)))
-        .unwrap_or(known.len())
+        .unwrap_or(OTHER_METHOD)
 }
 
 /// Normalises an HTTP method to one of a fixed set of label values, so that
