@@ -161,19 +161,26 @@ impl Database {
 
 /// A statement's result; when the server was found down while it ran, the
 /// connection is discarded (its protocol state is unknown) and the error
-/// is the pool's `Unavailable`.
+/// is the pool's `Unavailable`. After a failed statement the connection
+/// goes back through sqlx's release check.
 fn finish<T, E: Into<DbError>>(
     conn: &mut SqlConnection,
     outcome: std::result::Result<std::result::Result<T, E>, sluice_pool::Error>,
 ) -> Result<T> {
     match outcome {
-        Ok(result) => result.map_err(|e| {
+        Ok(Ok(value)) => {
+            // Ran to its end: the connection can go straight to the next
+            // caller.
+            conn.finished();
+            Ok(value)
+        }
+        Ok(Err(e)) => {
             let e = e.into();
             if matches!(e, DbError::ReadOnly(_)) {
                 conn.found_read_only();
             }
-            e
-        }),
+            Err(e)
+        }
         Err(down) => {
             conn.discard();
             Err(down.into())

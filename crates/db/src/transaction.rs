@@ -311,6 +311,9 @@ impl Database {
             conn.discard();
         } else if matches!(outcome, Err(DbError::ReadOnly(_))) {
             conn.found_read_only();
+        } else if outcome.is_ok() {
+            // Committed: the connection can go straight to the next caller.
+            conn.finished();
         }
         outcome
     }

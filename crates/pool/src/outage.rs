@@ -48,6 +48,16 @@ pub(crate) enum Watched<T> {
     Down,
 }
 
+impl<T> Watched<T> {
+    /// The output mapped by `f`, if the acquire finished.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Watched<U> {
+        match self {
+            Self::Done(output) => Watched::Done(f(output)),
+            Self::Down => Watched::Down,
+        }
+    }
+}
+
 /// Shared state of one pool's outage detection.
 #[derive(Debug)]
 pub(crate) struct OutageGate {

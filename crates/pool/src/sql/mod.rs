@@ -1,24 +1,31 @@
 //! [`SqlPool`]: pooled PostgreSQL or SQLite connections on sqlx.
 
+mod handoff;
+mod options;
+
+use std::cell::Cell;
 use std::future::Future;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use sluice_metrics::PoolMetrics;
 use sluice_retry::{BreakerConfig, CircuitBreaker, Window};
-use sqlx::pool::{PoolConnection, PoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-use sqlx::{Postgres, Sqlite};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Connection as _, Postgres, Sqlite};
 
-use crate::config::{ConnectionConfig, Kind, TlsMode};
+use crate::config::{ConnectionConfig, Kind};
 use crate::error::{ConnectError, Error, Result};
 use crate::hosts::TargetSession;
 use crate::outage::{OutageGate, PROBE_AFTER, PROBE_STATEMENT_AFTER, Watched};
-use crate::servers::Servers;
 use crate::stats::{PoolStats, Waiting};
+use handoff::{Acquired, Given, Handoff, Kept, Taken, Wait, first_of};
+use options::{
+    NoChecks, PgChecks, jittered_lifetime, min_connections, pool_options, postgres_servers,
+    sqlite_options,
+};
 
 /// A pool of PostgreSQL or SQLite connections.
 ///
@@ -40,9 +47,15 @@ struct Inner {
     max: u32,
     pgbouncer: bool,
     acquire_timeout: Duration,
+    /// Connections' lifetime and its jitter (`before_acquire` and the
+    /// handoff both apply them).
+    lifetime: Duration,
+    jitter: f64,
     waiting: AtomicU32,
     breaker: CircuitBreaker,
     metrics: PoolMetrics,
+    /// PostgreSQL connections passed between callers (`handoff.rs`).
+    handoff: Handoff,
 }
 
 #[derive(Debug)]
@@ -56,7 +69,14 @@ enum Driver {
 /// time it was out is recorded (`db_client_connection_use_time_seconds`).
 #[derive(Debug)]
 pub struct SqlConnection {
-    lent: LentConnection,
+    /// `None` only once dropped.
+    lent: Option<LentConnection>,
+    /// When the connection was opened, where known (PostgreSQL).
+    opened: Option<Instant>,
+    /// Set by [`finished`](Self::finished), cleared by
+    /// [`lent_mut`](Self::lent_mut).
+    finished: bool,
+    discarded: bool,
     since: Instant,
     pool: SqlPool,
 }
@@ -74,15 +94,33 @@ pub enum LentConnection {
 impl SqlConnection {
     /// The driver's connection, to run statements on.
     pub fn lent_mut(&mut self) -> &mut LentConnection {
-        &mut self.lent
+        self.finished = false;
+        match &mut self.lent {
+            Some(lent) => lent,
+            None => unreachable!("a connection is taken out only when dropped"),
+        }
+    }
+
+    /// Says that the work on this connection finished cleanly: every
+    /// statement ran to its end and no transaction is open. Such a
+    /// PostgreSQL connection goes straight to the next caller when it is
+    /// dropped, without sqlx's release check (a Sync round trip to the
+    /// server and a task). Without this call, or after
+    /// [`lent_mut`](Self::lent_mut) again, sqlx checks it as usual. A
+    /// connection that is in a transaction or has unsent messages (a
+    /// dropped transaction's queued rollback) is checked in any case.
+    pub fn finished(&mut self) {
+        self.finished = true;
     }
 
     /// Closes this connection when it is dropped instead of returning it
     /// to the pool: for a connection whose statement was abandoned midway.
     pub fn discard(&mut self) {
+        self.discarded = true;
         match &mut self.lent {
-            LentConnection::Postgres(c) => c.close_on_drop(),
-            LentConnection::Sqlite(c) => c.close_on_drop(),
+            Some(LentConnection::Postgres(c)) => c.close_on_drop(),
+            Some(LentConnection::Sqlite(c)) => c.close_on_drop(),
+            None => {}
         }
     }
 
@@ -106,13 +144,31 @@ impl SqlConnection {
 impl Drop for SqlConnection {
     fn drop(&mut self) {
         self.pool.inner.metrics.used_for(self.since.elapsed());
+        if !self.finished || self.discarded {
+            return;
+        }
+        if let (Some(LentConnection::Postgres(conn)), Some(opened)) =
+            (self.lent.take(), self.opened)
+        {
+            // Otherwise, dropped here: sqlx checks it.
+            self.pool.hand_off(conn, opened);
+        }
     }
 }
 
+/// What sqlx's callbacks tell the acquire running in their task (sqlx runs
+/// them inline, in the caller's task; those of a background connect see
+/// none).
+struct Acquiring {
+    /// When the acquire started: a connection that sqlx opens for it is
+    /// timed from there.
+    started: Instant,
+    /// When the connection sqlx settled on was opened.
+    opened: Cell<Option<Instant>>,
+}
+
 tokio::task_local! {
-    /// When the acquire running in this task started: a connection that
-    /// sqlx opens for it (inline, in the same task) is timed from there.
-    static ACQUIRE_STARTED: Instant;
+    static ACQUIRING: Acquiring;
 }
 
 impl SqlPool {
@@ -211,18 +267,26 @@ impl SqlPool {
         // and warms `min_connections` of them.
         metrics.limits(max, max, min_connections(config));
         tracing::info!(target = %config.describe(), size = config.pool_size, "pool open");
-        Ok(Self {
+        let postgres = matches!(driver, Driver::Postgres(..));
+        let pool = Self {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 driver,
                 max,
                 pgbouncer: config.pgbouncer,
                 acquire_timeout: config.acquire_timeout,
+                lifetime: config.max_lifetime,
+                jitter: config.lifetime_jitter,
                 waiting: AtomicU32::new(0),
                 breaker,
                 metrics,
+                handoff: Handoff::default(),
             }),
-        })
+        };
+        if postgres {
+            sweep_kept(Arc::downgrade(&pool.inner));
+        }
+        Ok(pool)
     }
 
     /// The connection's configured name.
@@ -260,14 +324,60 @@ impl SqlPool {
             .map_err(|rejected| self.unavailable(rejected.retry_after))?;
         let waiting = Waiting::new(&inner.waiting);
         let started = Instant::now();
+        let acquiring = || Acquiring {
+            started,
+            opened: Cell::new(None),
+        };
         // sqlx's acquire future embeds the whole connect path (TLS
         // included) and is tens of kilobytes: boxed, every future that
         // awaits this one stays small and cheap to move.
         let result = match &inner.driver {
             Driver::Postgres(pool, gate) => {
-                let acquire = Box::pin(ACQUIRE_STARTED.scope(started, pool.acquire()));
-                match gate.watch(acquire, PROBE_AFTER).await {
-                    Watched::Done(result) => result.map(LentConnection::Postgres),
+                // sqlx at its maximum can only lend what comes back to it:
+                // wait for a handoff too. With room, it opens a connection.
+                let wait = if pool.size() >= inner.max && pool.num_idle() == 0 {
+                    Wait::Handoff
+                } else {
+                    Wait::Sqlx
+                };
+                let mut unfit = Vec::new();
+                let taken = inner.handoff.take(|k| self.lendable(k), &mut unfit, wait);
+                // Back to sqlx, which checks them.
+                drop(unfit);
+                let acquire = || {
+                    Box::pin(ACQUIRING.scope(acquiring(), async {
+                        let result = pool.acquire().await;
+                        (result, ACQUIRING.with(|a| a.opened.get()))
+                    }))
+                };
+                let watched = match taken {
+                    Taken::Kept(kept) => Watched::Done((Acquired::Handed(kept), None)),
+                    Taken::Handoff(handed) => {
+                        gate.watch(first_of(handed, acquire()), PROBE_AFTER).await
+                    }
+                    Taken::Sqlx(counted) => {
+                        let watched = gate
+                            .watch(acquire(), PROBE_AFTER)
+                            .await
+                            .map(|(result, opened)| (Acquired::Sqlx(result, opened), None));
+                        drop(counted);
+                        watched
+                    }
+                };
+                match watched {
+                    Watched::Done((acquired, extra)) => {
+                        if let Some(extra) = extra {
+                            self.pass_on(extra);
+                        }
+                        match acquired {
+                            Acquired::Handed(kept) => {
+                                Ok((LentConnection::Postgres(kept.conn), Some(kept.opened)))
+                            }
+                            Acquired::Sqlx(result, opened) => {
+                                result.map(|c| (LentConnection::Postgres(c), opened))
+                            }
+                        }
+                    }
                     Watched::Down => {
                         drop(waiting);
                         inner.metrics.waited(started.elapsed());
@@ -276,18 +386,21 @@ impl SqlPool {
                     }
                 }
             }
-            Driver::Sqlite(pool) => Box::pin(ACQUIRE_STARTED.scope(started, pool.acquire()))
+            Driver::Sqlite(pool) => Box::pin(ACQUIRING.scope(acquiring(), pool.acquire()))
                 .await
-                .map(LentConnection::Sqlite),
+                .map(|c| (LentConnection::Sqlite(c), None)),
         };
         drop(waiting);
         let waited = started.elapsed();
         inner.metrics.waited(waited);
         match result {
-            Ok(lent) => {
+            Ok((lent, opened)) => {
                 permit.success(Duration::ZERO);
                 Ok(SqlConnection {
-                    lent,
+                    lent: Some(lent),
+                    opened,
+                    finished: false,
+                    discarded: false,
                     since: Instant::now(),
                     pool: self.clone(),
                 })
@@ -334,6 +447,48 @@ impl SqlPool {
         }
     }
 
+    /// Whether a kept connection may be lent without sqlx's checks: it
+    /// came back less than [`VALIDATE_AFTER_IDLE`] ago and is
+    /// [`fresh`](Self::fresh).
+    fn lendable(&self, kept: &Kept) -> bool {
+        kept.returned.elapsed() < VALIDATE_AFTER_IDLE && self.fresh(kept.opened)
+    }
+
+    /// Whether a PostgreSQL connection opened at `opened` is within its
+    /// jittered lifetime and was not opened before a demotion: what
+    /// `before_acquire` checks.
+    fn fresh(&self, opened: Instant) -> bool {
+        let inner = &self.inner;
+        let age = opened.elapsed();
+        let demoted = match &inner.driver {
+            Driver::Postgres(_, gate) => gate.servers().opened_before_demotion(age),
+            Driver::Sqlite(_) => false,
+        };
+        !demoted && age < jittered_lifetime(inner.lifetime, inner.jitter, age)
+    }
+
+    /// A PostgreSQL connection whose work finished cleanly: to the next
+    /// caller, or kept, unless it needs sqlx's release check (then it is
+    /// dropped, which returns it to sqlx).
+    fn hand_off(&self, conn: PoolConnection<Postgres>, opened: Instant) {
+        if conn.is_in_transaction() || conn.should_flush() || !self.fresh(opened) {
+            return;
+        }
+        self.pass_on(Kept {
+            conn,
+            opened,
+            returned: Instant::now(),
+        });
+    }
+
+    /// Gives `kept` to the handoff; what it does not take goes to sqlx.
+    fn pass_on(&self, kept: Kept) {
+        match self.inner.handoff.give(kept) {
+            Given::Done => {}
+            Given::Back(kept) => drop(kept),
+        }
+    }
+
     fn unavailable(&self, retry_after: Duration) -> Error {
         Error::Unavailable {
             name: self.inner.name.clone(),
@@ -349,7 +504,8 @@ impl SqlPool {
     /// Current sizes; also published as gauges.
     pub fn stats(&self) -> PoolStats {
         let (size, idle) = match &self.inner.driver {
-            Driver::Postgres(pool, _) => (pool.size(), pool.num_idle()),
+            // sqlx counts kept connections as lent.
+            Driver::Postgres(pool, _) => (pool.size(), pool.num_idle() + self.inner.handoff.len()),
             Driver::Sqlite(pool) => (pool.size(), pool.num_idle()),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
@@ -396,7 +552,12 @@ impl SqlPool {
     /// returned, then closes them all.
     pub async fn close(&self) {
         match &self.inner.driver {
-            Driver::Postgres(pool, _) => pool.close().await,
+            Driver::Postgres(pool, _) => {
+                // Kept connections are lent as far as sqlx knows: back to
+                // it, so that its close does not wait for them.
+                drop(self.inner.handoff.close());
+                pool.close().await;
+            }
             Driver::Sqlite(pool) => pool.close().await,
         }
     }
@@ -438,6 +599,23 @@ fn connect_error(
     }
 }
 
+/// Every second, gives the connections kept unused for
+/// [`VALIDATE_AFTER_IDLE`] back to sqlx (idle there, they are checked and
+/// closed by its idle timeout as usual). Ends with the pool.
+fn sweep_kept(pool: Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(VALIDATE_AFTER_IDLE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = pool.upgrade() else { break };
+            if let Some(cutoff) = Instant::now().checked_sub(VALIDATE_AFTER_IDLE) {
+                drop(inner.handoff.expired(cutoff));
+            }
+        }
+    });
+}
+
 /// A connection returned to the pool less than this long ago is handed
 /// out without a ping; one idle for longer is pinged first (and replaced
 /// if the ping fails). sqlx's default pings before every acquire, which
@@ -452,284 +630,5 @@ impl Drop for Inner {
         if let Driver::Postgres(_, gate) = &self.driver {
             gate.servers().detach();
         }
-    }
-}
-
-type Check<'c> = std::pin::Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
-
-/// What a backend adds to sqlx's connection callbacks.
-trait ConnectionChecks<DB: sqlx::Database>: Send + Sync + 'static {
-    /// Whether a connection `age` old must be closed instead of lent.
-    fn stale(&self, _age: Duration) -> bool {
-        false
-    }
-
-    /// Checks a new connection; an error closes it, and sqlx connects
-    /// again (within the acquire timeout).
-    fn check<'c>(&'c self, _conn: &'c mut DB::Connection) -> Check<'c> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
-/// SQLite: nothing to check.
-struct NoChecks;
-
-impl<DB: sqlx::Database> ConnectionChecks<DB> for NoChecks {}
-
-/// PostgreSQL: the server choice of `servers.rs`.
-struct PgChecks(Arc<OutageGate>);
-
-impl ConnectionChecks<Postgres> for PgChecks {
-    fn stale(&self, age: Duration) -> bool {
-        self.0.servers().opened_before_demotion(age)
-    }
-
-    fn check<'c>(&'c self, conn: &'c mut sqlx::PgConnection) -> Check<'c> {
-        Box::pin(async move {
-            if self.0.servers().accepts(conn).await? {
-                return Ok(());
-            }
-            // Landed on a standby: look for the writable server, and let
-            // sqlx connect again (to it, once found).
-            self.0.recheck();
-            Err(sqlx::Error::Configuration(
-                "the server is read-only and target_session_attrs=read-write".into(),
-            ))
-        })
-    }
-}
-
-/// `recycle`: whether connections expire (an in-memory SQLite database
-/// lives only as long as its connections, so they must not).
-fn pool_options<DB: sqlx::Database>(
-    config: &ConnectionConfig,
-    metrics: &PoolMetrics,
-    recycle: bool,
-    checks: Arc<dyn ConnectionChecks<DB>>,
-) -> PoolOptions<DB> {
-    let connected = metrics.clone();
-    let (lifetime, jitter) = (config.max_lifetime, config.lifetime_jitter);
-    let min = min_connections(config);
-    let on_acquire = Arc::clone(&checks);
-    PoolOptions::<DB>::new()
-        .max_connections(config.pool_size.saturating_add(config.max_overflow))
-        .min_connections(min)
-        .acquire_timeout(config.acquire_timeout)
-        .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
-            let stale = on_acquire.stale(meta.age);
-            Box::pin(async move {
-                if recycle && meta.age >= jittered_lifetime(lifetime, jitter, meta.age) {
-                    // Closed and replaced by sqlx, one at a time as each
-                    // reaches its own lifetime.
-                    return Ok(false);
-                }
-                if stale {
-                    // Opened on a server since demoted to a standby.
-                    return Ok(false);
-                }
-                if meta.idle_for >= VALIDATE_AFTER_IDLE {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
-        .idle_timeout(recycle.then_some(config.idle_timeout))
-        // The upper bound, for connections that sit idle; a connection
-        // in use is replaced at its jittered lifetime (`before_acquire`).
-        .max_lifetime(recycle.then_some(lifetime))
-        .after_connect(move |conn, _meta| {
-            // A connection opened for an acquire is timed from the
-            // acquire's start (sqlx opens it at once when the pool has
-            // room); one opened in the background to keep the pool warm is
-            // counted, not timed.
-            match ACQUIRE_STARTED.try_with(Instant::elapsed) {
-                Ok(elapsed) => connected.created(elapsed),
-                Err(_) => connected.created_untimed(),
-            }
-            let checks = Arc::clone(&checks);
-            Box::pin(async move { checks.check(conn).await })
-        })
-}
-
-/// Connections sqlx keeps open: with overflow, the pool proper stays warm
-/// and only overflow connections close for idleness.
-fn min_connections(config: &ConnectionConfig) -> u32 {
-    if config.max_overflow > 0 {
-        config.pool_size.max(config.min_idle)
-    } else {
-        config.min_idle
-    }
-}
-
-/// The lifetime of the connection that is `age` old now: `lifetime`
-/// shortened by up to `jitter` of it, by a fraction drawn from the
-/// connection's opening time, taken to 100 µs. That time reads the same
-/// at every check (the clock is read microseconds after sqlx measured the
-/// age), so each connection keeps its lifetime, and connections that
-/// finish opening 100 µs apart get different ones. A rare check that
-/// lands on a quantum's edge draws again, still within the bounds.
-pub(crate) fn jittered_lifetime(lifetime: Duration, jitter: f64, age: Duration) -> Duration {
-    if jitter <= 0.0 {
-        return lifetime;
-    }
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    // The opening time in 100 µs quanta from the first check, either way.
-    let quanta = |d: Duration| (d.as_micros() / 100) as u64;
-    let opened = match Instant::now().checked_sub(age) {
-        Some(t) if t >= epoch => quanta(t - epoch),
-        Some(t) => !quanta(epoch - t),
-        None => 0,
-    };
-    // SplitMix64 of the opening quantum: uniform in [0, 1).
-    let mut x = opened.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    let fraction = (x >> 11) as f64 / (1u64 << 53) as f64;
-    lifetime.mul_f64(1.0 - jitter.min(1.0) * fraction)
-}
-
-/// The servers of a PostgreSQL pool: the options from the URL or the
-/// fields, for each listed host.
-fn postgres_servers(config: &ConnectionConfig) -> Result<Servers> {
-    let (url, hosts, target) = match &config.url {
-        Some(url) => {
-            let split = crate::hosts::split_url(url.expose())?;
-            (Some(split.url), split.hosts, split.target)
-        }
-        None => (
-            None,
-            crate::hosts::split_hosts(&config.host, "host")?,
-            TargetSession::Any,
-        ),
-    };
-    let base = postgres_options(config, url.as_deref(), hosts.first())?;
-    Ok(Servers::new(base, &hosts, target))
-}
-
-/// The options for `url` (the URL with its first host) or the fields
-/// (with `first` host).
-fn postgres_options(
-    config: &ConnectionConfig,
-    url: Option<&str>,
-    first: Option<&crate::hosts::HostPort>,
-) -> Result<PgConnectOptions> {
-    let mut options = match url {
-        // The parse error could quote the URL, password included: replace it.
-        Some(url) => PgConnectOptions::from_str(url)
-            .map_err(|_| Error::config("url", "not a valid PostgreSQL URL"))?,
-        None => {
-            let host = first.map_or(config.host.as_str(), |h| h.host.as_str());
-            let mut o = PgConnectOptions::new_without_pgpass().host(host);
-            // A port given with the host wins over the port field.
-            if let Some(port) = first.and_then(|h| h.port).or(config.port_or_default()) {
-                o = o.port(port);
-            }
-            if let Some(user) = &config.username {
-                o = o.username(user);
-            }
-            if let Some(password) = &config.password {
-                o = o.password(password.expose());
-            }
-            if let Some(db) = &config.database {
-                o = o.database(db);
-            }
-            o
-        }
-    };
-    if config.url.is_none() || config.tls.mode != TlsMode::Disable {
-        options = options.ssl_mode(match config.tls.mode {
-            TlsMode::Disable => PgSslMode::Disable,
-            TlsMode::Prefer => PgSslMode::Prefer,
-            TlsMode::VerifyFull => PgSslMode::VerifyFull,
-            TlsMode::RequireNoVerify => PgSslMode::Require,
-        });
-    }
-    if let Some(ca) = &config.tls.ca_file {
-        options = options.ssl_root_cert(ca);
-    }
-    if let (Some(cert), Some(key)) = (&config.tls.client_cert, &config.tls.client_key) {
-        options = options.ssl_client_cert(cert).ssl_client_key(key);
-    }
-    if let Some(timeout) = config.command_timeout {
-        options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
-    }
-    if config.pgbouncer {
-        options = options.statement_cache_capacity(0);
-    }
-    Ok(options.application_name("sluice"))
-}
-
-/// Options for an SQLite file (WAL, busy timeout, foreign keys) or an
-/// in-memory database shared by the pool's connections.
-fn sqlite_options(config: &ConnectionConfig) -> Result<(SqliteConnectOptions, bool)> {
-    let path = match &config.url {
-        Some(url) => url
-            .expose()
-            .trim_start_matches("sqlite://")
-            .trim_start_matches("sqlite:")
-            .to_owned(),
-        None => config
-            .database
-            .clone()
-            .unwrap_or_else(|| ":memory:".to_owned()),
-    };
-    let path = path.split('?').next().unwrap_or_default().to_owned();
-    let in_memory = path.is_empty() || path == ":memory:";
-    let options = SqliteConnectOptions::new()
-        .foreign_keys(true)
-        .busy_timeout(config.acquire_timeout);
-    let options = if in_memory {
-        // A named shared-cache database: every connection of this pool sees
-        // the same data, and another pool (another name) does not.
-        options
-            .filename(format!(
-                "file:sluice-{}?mode=memory&cache=shared",
-                config.name
-            ))
-            .in_memory(true)
-            .shared_cache(true)
-    } else {
-        options
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-    };
-    Ok((options, in_memory))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_spreads_lifetimes_within_its_fraction() {
-        let lifetime = Duration::from_secs(100);
-        let mut lifetimes: Vec<Duration> = (0..1000u64)
-            .map(|ms| jittered_lifetime(lifetime, 0.2, Duration::from_millis(ms * 7 + 3)))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect();
-        assert!(
-            lifetimes
-                .iter()
-                .all(|l| *l <= lifetime && *l >= lifetime.mul_f64(0.8))
-        );
-        lifetimes.sort();
-        // Spread over most of the allowed range, not bunched.
-        let spread = lifetimes[999] - lifetimes[0];
-        assert!(spread > Duration::from_secs(18), "{spread:?}");
-        let median = lifetimes[500];
-        assert!(
-            median > Duration::from_secs(88) && median < Duration::from_secs(92),
-            "{median:?}"
-        );
-        assert_eq!(
-            jittered_lifetime(lifetime, 0.0, Duration::from_secs(5)),
-            lifetime
-        );
     }
 }

@@ -1,0 +1,240 @@
+//! [`Handoff`]: PostgreSQL connections passed from the caller that is done
+//! with one straight to the next caller, without sqlx's release check.
+//!
+//! When a `PoolConnection` is dropped, sqlx spawns a task that sends a
+//! Sync and waits for the server's ReadyForQuery before the connection is
+//! idle again: a task and a round trip to the server per query, and the
+//! connection cannot be lent meanwhile. That check exists for connections
+//! left midway (a dropped statement, a dropped transaction's queued
+//! rollback). A connection whose work finished cleanly — the caller said
+//! so with [`SqlConnection::finished`](super::SqlConnection::finished), no
+//! transaction is open and nothing waits in its write buffer — does not
+//! need it: it goes to the oldest waiting caller at once, or is kept here
+//! for the next one. sqlx still counts it as lent.
+//!
+//! What sqlx's idle handling would do, this does too: a connection kept
+//! here for [`VALIDATE_AFTER_IDLE`](super::VALIDATE_AFTER_IDLE) or longer,
+//! past its lifetime, or opened before the server was demoted is given
+//! back to sqlx (which checks it), not lent; a sweep gives back those left
+//! unused; closing the pool gives back all.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Instant;
+
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+use tokio::sync::oneshot;
+
+/// A connection outside sqlx's idle queue, with what its checks need.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub(crate) conn: PoolConnection<Postgres>,
+    /// When it was opened (its age decides its lifetime and whether it
+    /// predates a demotion).
+    pub(crate) opened: Instant,
+    /// When it was last returned (set by [`Handoff::give`]).
+    pub(crate) returned: Instant,
+}
+
+/// The kept connections and the callers waiting for one; one lock, so a
+/// connection is never kept while a caller waits (no lost wake-up).
+#[derive(Debug, Default)]
+pub(crate) struct Handoff {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Most recently returned last: lent first, so the others age out.
+    kept: Vec<Kept>,
+    /// Callers waiting for a handoff (and on sqlx), oldest first. A
+    /// caller that stopped waiting leaves a closed sender, skipped and
+    /// pruned.
+    waiters: VecDeque<oneshot::Sender<Kept>>,
+    /// Callers waiting on sqlx alone: while there are any, returned
+    /// connections go back to sqlx, which serves them.
+    sqlx_waiters: usize,
+    closed: bool,
+}
+
+/// How a caller without a kept connection waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// For a handoff, and on sqlx at the same time (sqlx is at its
+    /// maximum: it can only lend what comes back to it).
+    Handoff,
+    /// On sqlx alone (sqlx has room: it opens a connection, which a
+    /// handoff must not cancel midway).
+    Sqlx,
+}
+
+/// What [`Handoff::take`] gives.
+pub(crate) enum Taken<'a> {
+    /// A kept connection that passed the caller's check.
+    Kept(Kept),
+    /// The caller is registered and receives the next connection returned
+    /// (the receiver closes if the pool closes).
+    Handoff(oneshot::Receiver<Kept>),
+    /// The caller is counted as waiting on sqlx for as long as this lives.
+    Sqlx(SqlxWaiter<'a>),
+}
+
+/// Counts a caller waiting on sqlx alone; see [`Wait::Sqlx`].
+pub(crate) struct SqlxWaiter<'a>(&'a Handoff);
+
+impl Drop for SqlxWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.state().sqlx_waiters -= 1;
+    }
+}
+
+/// What [`Handoff::give`] did.
+pub(crate) enum Given {
+    /// Handed to a waiting caller, or kept.
+    Done,
+    /// Not taken: the pool is closed, or callers wait on sqlx. The caller
+    /// drops it, which returns it to sqlx.
+    Back(Kept),
+}
+
+impl Handoff {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every unlock: a panic elsewhere
+        // does not invalidate it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently returned connection that `fit` accepts; those it
+    /// rejects go into `unfit` (the caller gives them back to sqlx,
+    /// outside the lock). With none, registers the caller to `wait`.
+    pub(crate) fn take(
+        &self,
+        fit: impl Fn(&Kept) -> bool,
+        unfit: &mut Vec<Kept>,
+        wait: Wait,
+    ) -> Taken<'_> {
+        let mut state = self.state();
+        while let Some(kept) = state.kept.pop() {
+            if fit(&kept) {
+                return Taken::Kept(kept);
+            }
+            unfit.push(kept);
+        }
+        match wait {
+            Wait::Handoff => {
+                let (tx, rx) = oneshot::channel();
+                if !state.closed {
+                    // Callers that stopped waiting (their acquire finished
+                    // through sqlx, or was cancelled) leave closed senders.
+                    if state.waiters.len() >= 64 {
+                        state.waiters.retain(|w| !w.is_closed());
+                    }
+                    state.waiters.push_back(tx);
+                }
+                Taken::Handoff(rx)
+            }
+            Wait::Sqlx => {
+                state.sqlx_waiters += 1;
+                Taken::Sqlx(SqlxWaiter(self))
+            }
+        }
+    }
+
+    /// Hands `kept` to the oldest caller waiting for a handoff, or keeps
+    /// it; gives it back when the pool is closed or a caller waits on
+    /// sqlx alone (sqlx serves that caller with it).
+    pub(crate) fn give(&self, mut kept: Kept) -> Given {
+        let mut state = self.state();
+        if state.closed || state.sqlx_waiters > 0 {
+            return Given::Back(kept);
+        }
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(kept) {
+                Ok(()) => return Given::Done,
+                // That caller stopped waiting: the next one.
+                Err(back) => kept = back,
+            }
+        }
+        // Stamped under the lock, so `kept` stays in order of return.
+        kept.returned = Instant::now();
+        state.kept.push(kept);
+        Given::Done
+    }
+
+    /// Removes the kept connections returned before `cutoff`.
+    pub(crate) fn expired(&self, cutoff: Instant) -> Vec<Kept> {
+        let mut state = self.state();
+        // Oldest first: those returned before the cutoff form a prefix.
+        let stale = state.kept.partition_point(|k| k.returned < cutoff);
+        state.kept.drain(..stale).collect()
+    }
+
+    /// Keeps nothing from now on; returns what was kept, and closes every
+    /// waiter's receiver (they go on waiting on sqlx, which is closing).
+    pub(crate) fn close(&self) -> Vec<Kept> {
+        let mut state = self.state();
+        state.closed = true;
+        state.waiters.clear();
+        std::mem::take(&mut state.kept)
+    }
+
+    /// How many connections are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.state().kept.len()
+    }
+}
+
+/// How an acquire that waited got its connection.
+pub(crate) enum Acquired {
+    /// Handed over by the caller that returned it.
+    Handed(Kept),
+    /// From sqlx, with when it was opened (where sqlx's callbacks said).
+    Sqlx(
+        std::result::Result<PoolConnection<Postgres>, sqlx::Error>,
+        Option<Instant>,
+    ),
+}
+
+/// Waits for whichever comes first: a handoff, or sqlx's acquire. A
+/// handoff that arrives as sqlx answers is returned too, to be passed on.
+pub(crate) async fn first_of<F>(
+    mut handed: oneshot::Receiver<Kept>,
+    mut acquire: Pin<Box<F>>,
+) -> (Acquired, Option<Kept>)
+where
+    F: Future<
+        Output = (
+            std::result::Result<PoolConnection<Postgres>, sqlx::Error>,
+            Option<Instant>,
+        ),
+    >,
+{
+    let mut handoff_open = true;
+    let acquired = std::future::poll_fn(|cx| {
+        if handoff_open {
+            match Pin::new(&mut handed).poll(cx) {
+                Poll::Ready(Ok(kept)) => return Poll::Ready(Acquired::Handed(kept)),
+                // The pool is closing: sqlx answers.
+                Poll::Ready(Err(_)) => handoff_open = false,
+                Poll::Pending => {}
+            }
+        }
+        acquire
+            .as_mut()
+            .poll(cx)
+            .map(|(result, opened)| Acquired::Sqlx(result, opened))
+    })
+    .await;
+    let extra = match acquired {
+        Acquired::Handed(_) => None,
+        Acquired::Sqlx(..) => {
+            handed.close();
+            handed.try_recv().ok()
+        }
+    };
+    (acquired, extra)
+}
