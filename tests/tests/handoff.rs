@@ -91,6 +91,26 @@ async fn a_waiting_caller_gets_the_finished_connection_from_its_holder() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_waiting_caller_also_gets_a_connection_that_went_back_through_sqlx() {
+    let pool = pool("handoff_via_sqlx", 1).await;
+    let mut held = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut held).await;
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            backend_pid(&mut conn).await
+        }
+    });
+    assert!(eventually(async || pool.stats().waiting == 1).await);
+    // Not finished: sqlx checks it and lends it to the caller waiting on
+    // it (within the acquire timeout of 800 ms).
+    drop(held);
+    assert_eq!(waiter.await.unwrap(), pid, "the same connection");
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_dropped_transaction_goes_through_sqlx_and_its_locks_are_released() {
     let pool = pool("handoff_tx", 2).await;
     let mut conn = pool.acquire().await.unwrap();

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
@@ -199,11 +199,22 @@ pub(crate) enum Acquired {
     ),
 }
 
-/// Waits for whichever comes first: a handoff, or sqlx's acquire. A
-/// handoff that arrives as sqlx answers is returned too, to be passed on.
+/// How long a caller waiting for a handoff waits for it alone before it
+/// waits on sqlx too. Under load a connection comes back every few hundred
+/// microseconds, and waiting on sqlx costs a large future and a place in
+/// its queue, given up when the handoff comes; a connection that went back
+/// to sqlx meanwhile (after a failed statement, say) is found by the next
+/// caller that asks sqlx, or by a waiter after this long.
+pub(crate) const HANDOFF_ALONE: Duration = Duration::from_millis(50);
+
+/// Waits for whichever comes first: a handoff, or sqlx's acquire (made by
+/// `acquire`, and started only after [`HANDOFF_ALONE`]); gives up at
+/// `deadline` with sqlx's `PoolTimedOut`. A handoff that arrives as sqlx
+/// answers is returned too, to be passed on.
 pub(crate) async fn first_of<F>(
     mut handed: oneshot::Receiver<Kept>,
-    mut acquire: Pin<Box<F>>,
+    deadline: Instant,
+    acquire: impl FnOnce() -> Pin<Box<F>>,
 ) -> (Acquired, Option<Kept>)
 where
     F: Future<
@@ -213,12 +224,18 @@ where
         ),
     >,
 {
-    let mut handoff_open = true;
-    let acquired = std::future::poll_fn(|cx| {
+    let alone_until = deadline.min(Instant::now() + HANDOFF_ALONE);
+    let mut handoff_open = match tokio::time::timeout_at(alone_until.into(), &mut handed).await {
+        Ok(Ok(kept)) => return (Acquired::Handed(kept), None),
+        // The pool is closing: sqlx answers.
+        Ok(Err(_)) => false,
+        Err(_) => true,
+    };
+    let mut acquire = acquire();
+    let both = std::future::poll_fn(|cx| {
         if handoff_open {
             match Pin::new(&mut handed).poll(cx) {
                 Poll::Ready(Ok(kept)) => return Poll::Ready(Acquired::Handed(kept)),
-                // The pool is closing: sqlx answers.
                 Poll::Ready(Err(_)) => handoff_open = false,
                 Poll::Pending => {}
             }
@@ -227,8 +244,10 @@ where
             .as_mut()
             .poll(cx)
             .map(|(result, opened)| Acquired::Sqlx(result, opened))
-    })
-    .await;
+    });
+    let acquired = tokio::time::timeout_at(deadline.into(), both)
+        .await
+        .unwrap_or(Acquired::Sqlx(Err(sqlx::Error::PoolTimedOut), None));
     let extra = match acquired {
         Acquired::Handed(_) => None,
         Acquired::Sqlx(..) => {

@@ -353,7 +353,9 @@ impl SqlPool {
                 let watched = match taken {
                     Taken::Kept(kept) => Watched::Done((Acquired::Handed(kept), None)),
                     Taken::Handoff(handed) => {
-                        gate.watch(first_of(handed, acquire()), PROBE_AFTER).await
+                        let deadline = started + inner.acquire_timeout;
+                        gate.watch(first_of(handed, deadline, acquire), PROBE_AFTER)
+                            .await
                     }
                     Taken::Sqlx(counted) => {
                         let watched = gate
