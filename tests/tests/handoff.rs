@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice_pool::{ConnectionConfig, LentConnection, SqlConnection, SqlPool};
 use sluice_tests::services;
+use sqlx::Connection as _;
 
 async fn pool(test: &str, size: u32) -> SqlPool {
     let mut config =
@@ -220,4 +221,45 @@ async fn a_kept_connection_past_its_lifetime_is_not_lent_again() {
     );
     drop(conn);
     pool.close().await;
+}
+
+/// Connections open on `database` (of the test server), counted from
+/// another connection.
+async fn connections_to(database: &str) -> i64 {
+    let mut admin = sqlx::PgConnection::connect(&services::database_url())
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+        .bind(database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+// A plain test: the pool is dropped outside the runtime it was opened in,
+// as a program that opens it inside `block_on` does.
+#[test]
+fn a_pool_dropped_outside_its_runtime_with_a_kept_connection_closes_it() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = runtime.block_on(services::fresh_database("handoff_outside"));
+    let database = url.rsplit('/').next().unwrap();
+    let database = database.split('?').next().unwrap().to_owned();
+    let pool = runtime.block_on(async {
+        let config = ConnectionConfig::from_url("handoff_outside", &url).unwrap();
+        let pool = SqlPool::open(&config).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        backend_pid(&mut conn).await;
+        conn.finished();
+        drop(conn);
+        assert_eq!(pool.stats().idle, 1, "kept");
+        pool
+    });
+    // Outside the runtime: this used to panic in sqlx ("requires a Tokio
+    // context") when the kept connection was dropped.
+    drop(pool);
+    assert!(runtime.block_on(eventually(async || connections_to(&database).await == 0)));
 }

@@ -56,6 +56,8 @@ struct Inner {
     metrics: PoolMetrics,
     /// PostgreSQL connections passed between callers (`handoff.rs`).
     handoff: Handoff,
+    /// The runtime the pool was opened in.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Debug)]
@@ -281,6 +283,7 @@ impl SqlPool {
                 breaker,
                 metrics,
                 handoff: Handoff::default(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         };
         if postgres {
@@ -631,6 +634,14 @@ impl Drop for Inner {
         // The pool's callbacks hold the servers, and the servers the pool.
         if let Driver::Postgres(_, gate) = &self.driver {
             gate.servers().detach();
+        }
+        // Kept connections are lent as far as sqlx knows, and dropping one
+        // spawns sqlx's return task: inside the pool's runtime, also when
+        // the last handle is dropped outside it (after `block_on`, say).
+        let kept = self.handoff.close();
+        if !kept.is_empty() {
+            let _entered = self.runtime.as_ref().map(|r| r.enter());
+            drop(kept);
         }
     }
 }
