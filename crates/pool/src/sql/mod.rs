@@ -169,6 +169,15 @@ struct Acquiring {
     opened: Cell<Option<Instant>>,
 }
 
+impl Acquiring {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            opened: Cell::new(None),
+        }
+    }
+}
+
 tokio::task_local! {
     static ACQUIRING: Acquiring;
 }
@@ -327,62 +336,14 @@ impl SqlPool {
             .map_err(|rejected| self.unavailable(rejected.retry_after))?;
         let waiting = Waiting::new(&inner.waiting);
         let started = Instant::now();
-        let acquiring = || Acquiring {
-            started,
-            opened: Cell::new(None),
-        };
         // sqlx's acquire future embeds the whole connect path (TLS
-        // included) and is tens of kilobytes: boxed, every future that
-        // awaits this one stays small and cheap to move.
+        // included) and is tens of kilobytes: boxed (here and in
+        // `acquire_postgres`), every future that awaits this one stays
+        // small and cheap to move.
         let result = match &inner.driver {
             Driver::Postgres(pool, gate) => {
-                // sqlx at its maximum can only lend what comes back to it:
-                // wait for a handoff too. With room, it opens a connection.
-                let wait = if pool.size() >= inner.max && pool.num_idle() == 0 {
-                    Wait::Handoff
-                } else {
-                    Wait::Sqlx
-                };
-                let mut unfit = Vec::new();
-                let taken = inner.handoff.take(|k| self.lendable(k), &mut unfit, wait);
-                // Back to sqlx, which checks them.
-                drop(unfit);
-                let acquire = || {
-                    Box::pin(ACQUIRING.scope(acquiring(), async {
-                        let result = pool.acquire().await;
-                        (result, ACQUIRING.with(|a| a.opened.get()))
-                    }))
-                };
-                let watched = match taken {
-                    Taken::Kept(kept) => Watched::Done((Acquired::Handed(kept), None)),
-                    Taken::Handoff(handed) => {
-                        let deadline = started + inner.acquire_timeout;
-                        gate.watch(first_of(handed, deadline, acquire), PROBE_AFTER)
-                            .await
-                    }
-                    Taken::Sqlx(counted) => {
-                        let watched = gate
-                            .watch(acquire(), PROBE_AFTER)
-                            .await
-                            .map(|(result, opened)| (Acquired::Sqlx(result, opened), None));
-                        drop(counted);
-                        watched
-                    }
-                };
-                match watched {
-                    Watched::Done((acquired, extra)) => {
-                        if let Some(extra) = extra {
-                            self.pass_on(extra);
-                        }
-                        match acquired {
-                            Acquired::Handed(kept) => {
-                                Ok((LentConnection::Postgres(kept.conn), Some(kept.opened)))
-                            }
-                            Acquired::Sqlx(result, opened) => {
-                                result.map(|c| (LentConnection::Postgres(c), opened))
-                            }
-                        }
-                    }
+                match self.acquire_postgres(pool, gate, started).await {
+                    Watched::Done(result) => result,
                     Watched::Down => {
                         drop(waiting);
                         inner.metrics.waited(started.elapsed());
@@ -391,9 +352,11 @@ impl SqlPool {
                     }
                 }
             }
-            Driver::Sqlite(pool) => Box::pin(ACQUIRING.scope(acquiring(), pool.acquire()))
-                .await
-                .map(|c| (LentConnection::Sqlite(c), None)),
+            Driver::Sqlite(pool) => {
+                Box::pin(ACQUIRING.scope(Acquiring::new(started), pool.acquire()))
+                    .await
+                    .map(|c| (LentConnection::Sqlite(c), None))
+            }
         };
         drop(waiting);
         let waited = started.elapsed();
@@ -434,6 +397,64 @@ impl SqlPool {
                 })
             }
         }
+    }
+
+    /// A PostgreSQL connection with when it was opened (where known): a
+    /// kept one, a handed-over one, or sqlx's; `Down` when the outage gate
+    /// finds the server down meanwhile.
+    async fn acquire_postgres(
+        &self,
+        pool: &PgPool,
+        gate: &Arc<OutageGate>,
+        started: Instant,
+    ) -> Watched<std::result::Result<(LentConnection, Option<Instant>), sqlx::Error>> {
+        let inner = &self.inner;
+        // sqlx at its maximum can only lend what comes back to it: wait
+        // for a handoff too. With room, it opens a connection.
+        let wait = if pool.size() >= inner.max && pool.num_idle() == 0 {
+            Wait::Handoff
+        } else {
+            Wait::Sqlx
+        };
+        let mut unfit = Vec::new();
+        let taken = inner.handoff.take(|k| self.lendable(k), &mut unfit, wait);
+        // Back to sqlx, which checks them.
+        drop(unfit);
+        let acquire = || {
+            Box::pin(ACQUIRING.scope(Acquiring::new(started), async {
+                let result = pool.acquire().await;
+                (result, ACQUIRING.with(|a| a.opened.get()))
+            }))
+        };
+        let watched = match taken {
+            Taken::Kept(kept) => Watched::Done((Acquired::Handed(kept), None)),
+            Taken::Handoff(handed) => {
+                let deadline = started + inner.acquire_timeout;
+                gate.watch(first_of(handed, deadline, acquire), PROBE_AFTER)
+                    .await
+            }
+            Taken::Sqlx(counted) => {
+                let watched = gate
+                    .watch(acquire(), PROBE_AFTER)
+                    .await
+                    .map(|(result, opened)| (Acquired::Sqlx(result, opened), None));
+                drop(counted);
+                watched
+            }
+        };
+        watched.map(|(acquired, extra)| {
+            if let Some(extra) = extra {
+                self.pass_on(extra);
+            }
+            match acquired {
+                Acquired::Handed(kept) => {
+                    Ok((LentConnection::Postgres(kept.conn), Some(kept.opened)))
+                }
+                Acquired::Sqlx(result, opened) => {
+                    result.map(|c| (LentConnection::Postgres(c), opened))
+                }
+            }
+        })
     }
 
     /// Runs `statement` (work on a connection of this pool) unless the
