@@ -49,6 +49,22 @@ async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
     }
 }
 
+/// A connection held (with its backend pid) and a task waiting to acquire
+/// one, which answers with the backend pid it got.
+async fn held_and_waiting(pool: &SqlPool) -> (SqlConnection, i32, tokio::task::JoinHandle<i32>) {
+    let mut held = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut held).await;
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            backend_pid(&mut conn).await
+        }
+    });
+    assert!(eventually(async || pool.stats().waiting == 1).await);
+    (held, pid, waiter)
+}
+
 // A current-thread runtime: sqlx's release task cannot run until this
 // test yields, so "kept at once" and "went to sqlx" are told apart.
 #[tokio::test(flavor = "current_thread")]
@@ -74,16 +90,7 @@ async fn a_finished_connection_is_kept_at_once_and_lent_again() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_waiting_caller_gets_the_finished_connection_from_its_holder() {
     let pool = pool("handoff_waiter", 1).await;
-    let mut held = pool.acquire().await.unwrap();
-    let pid = backend_pid(&mut held).await;
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            let mut conn = pool.acquire().await.unwrap();
-            backend_pid(&mut conn).await
-        }
-    });
-    assert!(eventually(async || pool.stats().waiting == 1).await);
+    let (mut held, pid, waiter) = held_and_waiting(&pool).await;
     held.finished();
     drop(held);
     assert_eq!(waiter.await.unwrap(), pid, "the same connection");
@@ -94,16 +101,7 @@ async fn a_waiting_caller_gets_the_finished_connection_from_its_holder() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_waiting_caller_also_gets_a_connection_that_went_back_through_sqlx() {
     let pool = pool("handoff_via_sqlx", 1).await;
-    let mut held = pool.acquire().await.unwrap();
-    let pid = backend_pid(&mut held).await;
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            let mut conn = pool.acquire().await.unwrap();
-            backend_pid(&mut conn).await
-        }
-    });
-    assert!(eventually(async || pool.stats().waiting == 1).await);
+    let (held, pid, waiter) = held_and_waiting(&pool).await;
     // Not finished: sqlx checks it and lends it to the caller waiting on
     // it (within the acquire timeout of 800 ms).
     drop(held);
