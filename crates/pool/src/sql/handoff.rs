@@ -51,7 +51,7 @@ pub(crate) struct Handoff {
 struct State {
     /// Most recently returned last: lent first, so the others age out.
     kept: Vec<Kept>,
-    /// Callers waiting for a handoff (and on sqlx), oldest first. A
+    /// Callers waiting for a handoff (see [`Wait::Handoff`]), oldest first. A
     /// caller that stopped waiting leaves a closed sender, skipped and
     /// pruned.
     waiters: VecDeque<oneshot::Sender<Kept>>,
@@ -64,8 +64,9 @@ struct State {
 /// How a caller without a kept connection waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wait {
-    /// For a handoff, and on sqlx at the same time (sqlx is at its
-    /// maximum: it can only lend what comes back to it).
+    /// For a handoff: alone for up to [`HANDOFF_ALONE`], then on sqlx
+    /// too (sqlx is at its maximum: it can only lend what comes back to
+    /// it).
     Handoff,
     /// On sqlx alone (sqlx has room: it opens a connection, which a
     /// handoff must not cancel midway).
