@@ -163,7 +163,7 @@ pub(crate) async fn upstream_outage(h: &mut Harness) -> Result<Vec<Check>> {
     while run.now() < down_at + Duration::from_secs(10) {
         if opened_after.is_none()
             && server
-                .metric("sluice_circuit_state{connection=\"external\"")
+                .metric_with("sluice_circuit_state", &["connection=\"external\""])
                 .await
                 == 1.0
         {

@@ -36,7 +36,7 @@ async fn one_a_second(
     let epoch = Instant::now();
     let mut tasks = Vec::new();
     let mut opened = None;
-    let series = format!("sluice_circuit_state{{connection=\"{connection}\"");
+    let label = format!("connection=\"{connection}\"");
     for n in 0..count {
         let (addr, path) = (server.addr, path(n));
         tasks.push(tokio::spawn(async move {
@@ -53,7 +53,7 @@ async fn one_a_second(
         // that rendering /metrics never overlaps a request being timed.
         let next = every * u32::try_from(n + 1).unwrap_or(u32::MAX);
         sleep(Duration::from_millis(100)).await;
-        if opened.is_none() && server.metric(&series).await == 1.0 {
+        if opened.is_none() && server.metric_with("sluice_circuit_state", &[&label]).await == 1.0 {
             opened = Some(epoch.elapsed());
         }
         if let Some(left) = next.checked_sub(epoch.elapsed()) {
@@ -130,7 +130,10 @@ pub(crate) async fn upstream_low_rate(h: &mut Harness, how: DeadUpstream) -> Res
         .await;
     let server_slow = answered - within_5ms;
     let retried = server
-        .metric("sluice_retry_attempts_total{connection=\"external\",attempt=\"retry\"")
+        .metric_with(
+            "sluice_retry_attempts_total",
+            &["connection=\"external\"", "attempt=\"retry\""],
+        )
         .await;
     let opened_at = opened.unwrap_or(Duration::MAX);
     let before: Vec<&Shot> = shots.iter().filter(|s| s.start < opened_at).collect();
