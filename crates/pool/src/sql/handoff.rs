@@ -30,9 +30,10 @@ use sqlx::pool::PoolConnection;
 use tokio::sync::oneshot;
 
 /// A connection outside sqlx's idle queue, with what its checks need.
+/// (Generic only so that the unit tests can keep plain values.)
 #[derive(Debug)]
-pub(crate) struct Kept {
-    pub(crate) conn: PoolConnection<Postgres>,
+pub(crate) struct Kept<C = PoolConnection<Postgres>> {
+    pub(crate) conn: C,
     /// When it was opened (its age decides its lifetime and whether it
     /// predates a demotion).
     pub(crate) opened: Instant,
@@ -42,19 +43,32 @@ pub(crate) struct Kept {
 
 /// The kept connections and the callers waiting for one; one lock, so a
 /// connection is never kept while a caller waits (no lost wake-up).
-#[derive(Debug, Default)]
-pub(crate) struct Handoff {
-    state: Mutex<State>,
+#[derive(Debug)]
+pub(crate) struct Handoff<C = PoolConnection<Postgres>> {
+    state: Mutex<State<C>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
+impl<C> Default for Handoff<C> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                kept: Vec::new(),
+                waiters: VecDeque::new(),
+                sqlx_waiters: 0,
+                closed: false,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State<C> {
     /// Most recently returned last: lent first, so the others age out.
-    kept: Vec<Kept>,
+    kept: Vec<Kept<C>>,
     /// Callers waiting for a handoff (see [`Wait::Handoff`]), oldest first. A
     /// caller that stopped waiting leaves a closed sender, skipped and
     /// pruned.
-    waiters: VecDeque<oneshot::Sender<Kept>>,
+    waiters: VecDeque<oneshot::Sender<Kept<C>>>,
     /// Callers waiting on sqlx alone: while there are any, returned
     /// connections go back to sqlx, which serves them.
     sqlx_waiters: usize,
@@ -74,36 +88,36 @@ pub(crate) enum Wait {
 }
 
 /// What [`Handoff::take`] gives.
-pub(crate) enum Taken<'a> {
+pub(crate) enum Taken<'a, C = PoolConnection<Postgres>> {
     /// A kept connection that passed the caller's check.
-    Kept(Kept),
+    Kept(Kept<C>),
     /// The caller is registered and receives the next connection returned
     /// (the receiver closes if the pool closes).
-    Handoff(oneshot::Receiver<Kept>),
+    Handoff(oneshot::Receiver<Kept<C>>),
     /// The caller is counted as waiting on sqlx for as long as this lives.
-    Sqlx(SqlxWaiter<'a>),
+    Sqlx(SqlxWaiter<'a, C>),
 }
 
 /// Counts a caller waiting on sqlx alone; see [`Wait::Sqlx`].
-pub(crate) struct SqlxWaiter<'a>(&'a Handoff);
+pub(crate) struct SqlxWaiter<'a, C>(&'a Handoff<C>);
 
-impl Drop for SqlxWaiter<'_> {
+impl<C> Drop for SqlxWaiter<'_, C> {
     fn drop(&mut self) {
         self.0.state().sqlx_waiters -= 1;
     }
 }
 
 /// What [`Handoff::give`] did.
-pub(crate) enum Given {
+pub(crate) enum Given<C = PoolConnection<Postgres>> {
     /// Handed to a waiting caller, or kept.
     Done,
     /// Not taken: the pool is closed, or callers wait on sqlx. The caller
     /// drops it, which returns it to sqlx.
-    Back(Kept),
+    Back(Kept<C>),
 }
 
-impl Handoff {
-    fn state(&self) -> MutexGuard<'_, State> {
+impl<C> Handoff<C> {
+    fn state(&self) -> MutexGuard<'_, State<C>> {
         // The state stays consistent at every unlock: a panic elsewhere
         // does not invalidate it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -114,10 +128,10 @@ impl Handoff {
     /// outside the lock). With none, registers the caller to `wait`.
     pub(crate) fn take(
         &self,
-        fit: impl Fn(&Kept) -> bool,
-        unfit: &mut Vec<Kept>,
+        fit: impl Fn(&Kept<C>) -> bool,
+        unfit: &mut Vec<Kept<C>>,
         wait: Wait,
-    ) -> Taken<'_> {
+    ) -> Taken<'_, C> {
         let mut state = self.state();
         while let Some(kept) = state.kept.pop() {
             if fit(&kept) {
@@ -148,7 +162,7 @@ impl Handoff {
     /// Hands `kept` to the oldest caller waiting for a handoff, or keeps
     /// it; gives it back when the pool is closed or a caller waits on
     /// sqlx alone (sqlx serves that caller with it).
-    pub(crate) fn give(&self, mut kept: Kept) -> Given {
+    pub(crate) fn give(&self, mut kept: Kept<C>) -> Given<C> {
         let mut state = self.state();
         if state.closed || state.sqlx_waiters > 0 {
             return Given::Back(kept);
@@ -167,7 +181,7 @@ impl Handoff {
     }
 
     /// Removes the kept connections returned before `cutoff`.
-    pub(crate) fn expired(&self, cutoff: Instant) -> Vec<Kept> {
+    pub(crate) fn expired(&self, cutoff: Instant) -> Vec<Kept<C>> {
         let mut state = self.state();
         // Oldest first: those returned before the cutoff form a prefix.
         let stale = state.kept.partition_point(|k| k.returned < cutoff);
@@ -176,7 +190,7 @@ impl Handoff {
 
     /// Keeps nothing from now on; returns what was kept, and closes every
     /// waiter's receiver (they go on waiting on sqlx, which is closing).
-    pub(crate) fn close(&self) -> Vec<Kept> {
+    pub(crate) fn close(&self) -> Vec<Kept<C>> {
         let mut state = self.state();
         state.closed = true;
         state.waiters.clear();
@@ -257,4 +271,90 @@ where
         }
     };
     (acquired, extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(conn: u32) -> Kept<u32> {
+        let now = Instant::now();
+        Kept {
+            conn,
+            opened: now,
+            returned: now,
+        }
+    }
+
+    fn take(h: &Handoff<u32>, wait: Wait) -> Taken<'_, u32> {
+        h.take(|_| true, &mut Vec::new(), wait)
+    }
+
+    #[test]
+    fn a_returned_connection_goes_to_the_oldest_waiter_before_it_is_kept() {
+        let h = Handoff::default();
+        let Taken::Handoff(mut first) = take(&h, Wait::Handoff) else {
+            panic!("nothing kept yet: the caller waits");
+        };
+        let Taken::Handoff(mut second) = take(&h, Wait::Handoff) else {
+            panic!("nothing kept yet: the caller waits");
+        };
+        assert!(matches!(h.give(kept(1)), Given::Done));
+        assert_eq!(first.try_recv().map(|k| k.conn).ok(), Some(1));
+        assert!(second.try_recv().is_err(), "one connection, one waiter");
+        // A waiter that stopped waiting is skipped.
+        drop(second);
+        assert!(matches!(h.give(kept(2)), Given::Done));
+        assert_eq!(h.len(), 1, "kept, nobody waits");
+    }
+
+    #[test]
+    fn kept_connections_are_lent_newest_first_and_unfit_ones_set_aside() {
+        let h = Handoff::default();
+        for conn in 1..=3 {
+            assert!(matches!(h.give(kept(conn)), Given::Done));
+        }
+        let mut unfit = Vec::new();
+        let Taken::Kept(k) = h.take(|k| k.conn != 3, &mut unfit, Wait::Sqlx) else {
+            panic!("two fit connections are kept");
+        };
+        assert_eq!(k.conn, 2);
+        assert_eq!(unfit.iter().map(|k| k.conn).collect::<Vec<_>>(), [3]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn while_a_caller_waits_on_sqlx_alone_returned_connections_go_back_to_sqlx() {
+        let h = Handoff::default();
+        let counted = take(&h, Wait::Sqlx);
+        assert!(matches!(counted, Taken::Sqlx(_)));
+        assert!(matches!(h.give(kept(1)), Given::Back(k) if k.conn == 1));
+        assert_eq!(h.len(), 0);
+        drop(counted);
+        assert!(matches!(h.give(kept(2)), Given::Done));
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn expired_takes_the_oldest_and_close_takes_the_rest_and_keeps_nothing() {
+        let h = Handoff::default();
+        assert!(matches!(h.give(kept(1)), Given::Done));
+        let cutoff = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(matches!(h.give(kept(2)), Given::Done));
+        let old: Vec<u32> = h.expired(cutoff).into_iter().map(|k| k.conn).collect();
+        assert_eq!(old, [1]);
+        let Taken::Handoff(mut waiter) = h.take(|_| false, &mut Vec::new(), Wait::Handoff) else {
+            panic!("the only kept connection is unfit: the caller waits");
+        };
+        assert!(
+            h.close().is_empty(),
+            "the unfit one was handed back to the caller"
+        );
+        assert!(
+            waiter.try_recv().is_err(),
+            "closed: the waiter goes on to sqlx"
+        );
+        assert!(matches!(h.give(kept(3)), Given::Back(_)));
+    }
 }

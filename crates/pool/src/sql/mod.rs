@@ -503,7 +503,8 @@ impl SqlPool {
         self.pass_on(Kept {
             conn,
             opened,
-            returned: Instant::now(),
+            // Stamped by `give` if it is kept (not read when handed over).
+            returned: opened,
         });
     }
 
