@@ -9,7 +9,7 @@
 //!   that does not parse; `big-<n>` gets `{"id": id, "pad": "…"}` padded
 //!   to about `n` bytes (at most 64 MiB).
 //! - `/status/{code}[?retry_after=S]`: that status, JSON body.
-//! - `/echo/…`: `{"path", "query", "authorization"}` as received.
+//! - `/echo/…`: `{"path", "query", "authorization", "host"}` as received.
 //! - `/reset`: closes the connection without answering.
 //! - `/invalid-json`: `200 application/json` that does not parse.
 //! - `/text`: `200 text/plain`.
@@ -58,6 +58,8 @@ pub struct State {
     pub in_flight: AtomicU64,
     /// The most requests handled at once.
     pub max_in_flight: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
     hits: Mutex<HashMap<String, u64>>,
     rng: Mutex<SmallRng>,
 }
@@ -138,6 +140,7 @@ impl Upstream {
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             hits: Mutex::new(HashMap::new()),
             rng: Mutex::new(SmallRng::seed_from_u64(7)),
         });
@@ -149,6 +152,7 @@ impl Upstream {
                     _ = &mut stopped => break,
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        serving.connections.fetch_add(1, Ordering::SeqCst);
                         let state = serving.clone();
                         tokio::spawn(async move {
                             let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
@@ -275,9 +279,14 @@ async fn handle(
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             json(
                 200,
-                serde_json::json!({"path": path, "query": query, "authorization": authorization}),
+                serde_json::json!({"path": path, "query": query, "authorization": authorization, "host": host}),
             )
         }
         ["reset"] => return Err(std::io::Error::other("reset by the test upstream")),

@@ -41,7 +41,7 @@ pub use error::redis_class;
 pub use error::sqlx_class;
 pub use error::{ConnectError, Error, Result};
 #[cfg(feature = "http")]
-pub use http::{HttpPool, HttpPoolConfig, HttpSlot, SendError};
+pub use http::{HttpBody, HttpPool, HttpPoolConfig, HttpSlot, SendError};
 #[cfg(feature = "redis")]
 pub use redis::RedisPool;
 #[cfg(all(feature = "sql", feature = "redis", feature = "http"))]

@@ -1,19 +1,21 @@
 //! [`HttpPool`]: pooled outbound HTTP/1.1 and HTTP/2 connections to one
-//! upstream, on hyper-util's client with rustls.
+//! upstream: plain HTTP/1.1 on hyper's connections directly (`h1.rs`),
+//! TLS and HTTP/2 on hyper-util's client with rustls.
 
+mod body;
 mod counted;
+mod h1;
 mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,7 +25,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::stats::{PoolStats, Waiting};
+pub use body::HttpBody;
 use counted::Counting;
+use h1::{H1Lane, LaneError};
 
 /// Settings of an [`HttpPool`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +85,11 @@ pub struct HttpPool {
 struct Inner {
     name: String,
     client: Client<Connector, Full<Bytes>>,
+    /// Plain-HTTP/1.1 connections to the host of the first plain-HTTP
+    /// request; requests to any other origin go through `client`.
+    lane: OnceLock<Option<H1Lane>>,
+    plain: Counting<HttpConnector>,
+    idle_timeout: Duration,
     permits: Arc<Semaphore>,
     max: u32,
     open: Arc<AtomicU32>,
@@ -104,7 +113,7 @@ pub struct SendError {
     /// Whether it failed while connecting (nothing was sent).
     pub connect: bool,
     #[source]
-    source: hyper_util::client::legacy::Error,
+    source: h1::BoxError,
 }
 
 /// One of the pool's request slots, reserved ahead of sending: a caller
@@ -128,15 +137,16 @@ impl HttpPool {
         http.set_connect_timeout(Some(config.connect_timeout));
         let open = Arc::new(AtomicU32::new(0));
         let tls = tls::client_config(config.tls_verify, config.ca_file.as_deref())?;
+        let plain = Counting {
+            inner: http,
+            open: open.clone(),
+        };
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(Counting {
-                inner: http,
-                open: open.clone(),
-            });
+            .wrap_connector(plain.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -147,6 +157,9 @@ impl HttpPool {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 client,
+                lane: OnceLock::new(),
+                plain,
+                idle_timeout: config.idle_timeout,
                 permits: Arc::new(Semaphore::new(config.max_connections as usize)),
                 max: config.max_connections,
                 open,
@@ -191,6 +204,9 @@ impl HttpPool {
             all.forget();
         }
         inner.permits.close();
+        if let Some(Some(lane)) = inner.lane.get() {
+            lane.close_idle();
+        }
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -200,20 +216,42 @@ impl HttpPool {
 
     /// Sends a request once (no retries: those are the caller's policy) in
     /// a slot reserved with [`slot_behind`](Self::slot_behind); keep the
-    /// slot until the body is read.
+    /// slot until the body is read. Read the body to its end: that gives a
+    /// plain-HTTP/1.1 connection back to the pool (dropping it earlier
+    /// closes the connection).
     pub async fn send_in(
         &self,
         _slot: &HttpSlot,
         request: Request<Full<Bytes>>,
-    ) -> std::result::Result<Response<Incoming>, SendError> {
+    ) -> std::result::Result<Response<HttpBody>, SendError> {
         let inner = &self.inner;
+        let lane = inner
+            .lane
+            .get_or_init(|| H1Lane::new(request.uri(), inner.plain.clone(), inner.idle_timeout))
+            .as_ref()
+            .filter(|lane| lane.serves(request.uri()));
+        if let Some(lane) = lane {
+            // Boxed: see SqlPool::acquire.
+            return match Box::pin(lane.send(request)).await {
+                Ok((response, lease)) => Ok(response.map(|body| HttpBody::leased(body, lease))),
+                Err(LaneError::Connect(source)) => Err(SendError {
+                    connect: true,
+                    source,
+                }),
+                Err(LaneError::Transport(source)) => Err(SendError {
+                    connect: false,
+                    source,
+                }),
+            };
+        }
         // Boxed: hyper-util's request future is large (see SqlPool::acquire).
-        Box::pin(inner.client.request(request))
-            .await
-            .map_err(|source| SendError {
+        match Box::pin(inner.client.request(request)).await {
+            Ok(response) => Ok(response.map(HttpBody::plain)),
+            Err(source) => Err(SendError {
                 connect: source.is_connect(),
-                source,
-            })
+                source: Box::new(source),
+            }),
+        }
     }
 
     /// Open connections (`size`), requests in flight (`in_use`), idle
