@@ -200,3 +200,29 @@ async fn a_connection_the_upstream_closed_while_idle_is_never_used() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_closes_new_connections_fails_the_request_without_a_storm() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let pool = pool(10, Duration::from_secs(20));
+    let (_, slot) = pool.slot_behind(async {}).await.expect("a slot");
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        pool.send_in(&slot, get(&format!("http://{addr}/x"))),
+    )
+    .await
+    .expect("an answer within 5 s, not a loop of reconnects");
+    let error = sent.expect_err("a connection closed at once fails the request");
+    assert!(!error.connect, "the connection was open: {error}");
+    // One connection, not a reconnect per failure.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}

@@ -95,20 +95,11 @@ impl Shared {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Closes the connections idle longer than the idle timeout (and the
-    /// ones the upstream closed).
+    /// Closes the connections idle longer than the idle timeout, and the
+    /// ones the upstream closed.
     fn expire(&self, now: Instant) {
-        let expired: Vec<Idle> = {
-            let mut idle = self.lock();
-            let keep = idle
-                .iter()
-                .position(|c| {
-                    !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout
-                })
-                .unwrap_or(idle.len());
-            idle.drain(..keep).collect()
-        };
-        drop(expired);
+        self.lock()
+            .retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout);
     }
 }
 
@@ -180,14 +171,18 @@ impl H1Lane {
                 .insert(http::header::HOST, self.host.clone());
         }
         loop {
-            let mut sender = match self.checkout() {
-                Some(sender) => sender,
-                None => self.connect().await?,
+            let (mut sender, fresh) = match self.checkout() {
+                Some(sender) => (sender, false),
+                None => (self.connect().await?, true),
             };
             // An idle connection is ready unless its last response is
             // still being wound up, or it closed; wait for the first, skip
-            // the second.
-            if sender.ready().await.is_err() {
+            // the second. A new connection that closes at once is the
+            // upstream's answer, not a stale connection: no second try.
+            if let Err(e) = sender.ready().await {
+                if fresh {
+                    return Err(LaneError::Transport(Box::new(e)));
+                }
                 continue;
             }
             match sender.try_send_request(request).await {
@@ -200,8 +195,8 @@ impl H1Lane {
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Not sent: the connection closed first. Another one.
-                    Some(unsent) => request = unsent,
-                    None => return Err(LaneError::Transport(Box::new(failed.into_error()))),
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(LaneError::Transport(Box::new(failed.into_error()))),
                 },
             }
         }
