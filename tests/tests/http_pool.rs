@@ -226,3 +226,21 @@ async fn an_upstream_that_closes_new_connections_fails_the_request_without_a_sto
     // One connection, not a reconnect per failure.
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_second_host_goes_through_the_general_client_and_both_reuse_connections() {
+    let first = Upstream::start().await.expect("upstream");
+    let second = Upstream::start().await.expect("upstream");
+    let pool = pool(10, Duration::from_secs(20));
+    for i in 0..5 {
+        for upstream in [&first, &second] {
+            let (status, body) = fetch(&pool, &format!("{}/echo/{i}", upstream.base_url())).await;
+            assert_eq!(status, 200);
+            let echo: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(echo["host"], upstream.addr().to_string());
+        }
+    }
+    assert_eq!(first.state.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(second.state.connections.load(Ordering::SeqCst), 1);
+    eventually("both connections counted", || pool.stats().size == 2).await;
+}

@@ -87,7 +87,7 @@ struct Inner {
     client: Client<Connector, Full<Bytes>>,
     /// Plain-HTTP/1.1 connections to the host of the first plain-HTTP
     /// request; requests to any other origin go through `client`.
-    lane: OnceLock<Option<H1Lane>>,
+    lane: OnceLock<H1Lane>,
     plain: Counting<HttpConnector>,
     idle_timeout: Duration,
     permits: Arc<Semaphore>,
@@ -204,7 +204,7 @@ impl HttpPool {
             all.forget();
         }
         inner.permits.close();
-        if let Some(Some(lane)) = inner.lane.get() {
+        if let Some(lane) = inner.lane.get() {
             lane.close_idle();
         }
     }
@@ -225,11 +225,14 @@ impl HttpPool {
         request: Request<Full<Bytes>>,
     ) -> std::result::Result<Response<HttpBody>, SendError> {
         let inner = &self.inner;
-        let lane = inner
-            .lane
-            .get_or_init(|| H1Lane::new(request.uri(), inner.plain.clone(), inner.idle_timeout))
-            .as_ref()
-            .filter(|lane| lane.serves(request.uri()));
+        let lane = match inner.lane.get() {
+            Some(lane) => Some(lane),
+            // Bound by the first plain-HTTP request (an HTTPS one binds
+            // nothing).
+            None => H1Lane::new(request.uri(), inner.plain.clone(), inner.idle_timeout)
+                .map(|lane| inner.lane.get_or_init(|| lane)),
+        }
+        .filter(|lane| lane.serves(request.uri()));
         if let Some(lane) = lane {
             // Boxed: see SqlPool::acquire.
             return match Box::pin(lane.send(request)).await {
