@@ -45,7 +45,6 @@ pub(crate) struct H1Lane {
     /// it is 80 (as hyper-util writes it).
     host: HeaderValue,
     connector: Counting<HttpConnector>,
-    idle_timeout: Duration,
     shared: Arc<Shared>,
     /// Whether the sweep task was started (on the first connection).
     sweeping: AtomicBool,
@@ -129,7 +128,6 @@ impl H1Lane {
             host: HeaderValue::try_from(host).ok()?,
             authority,
             connector,
-            idle_timeout,
             shared: Arc::new(Shared {
                 idle: Mutex::new(Vec::new()),
                 idle_timeout,
@@ -207,7 +205,8 @@ impl H1Lane {
     fn checkout(&self) -> Option<Sender> {
         let mut idle = self.shared.lock();
         while let Some(candidate) = idle.pop() {
-            if !candidate.sender.is_closed() && candidate.since.elapsed() < self.idle_timeout {
+            if !candidate.sender.is_closed() && candidate.since.elapsed() < self.shared.idle_timeout
+            {
                 return Some(candidate.sender);
             }
         }
@@ -241,7 +240,7 @@ impl H1Lane {
         }
         let shared = Arc::downgrade(&self.shared);
         let every =
-            (self.idle_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            (self.shared.idle_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
