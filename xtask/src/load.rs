@@ -248,6 +248,19 @@ fn row(name: &str, run: &Run, rss: f64, reference: &str, verdict: &str) -> Strin
     )
 }
 
+/// Three alternating rounds, ours first in each: the runs of each side.
+fn alternate(
+    mut ours: impl FnMut() -> Result<Run>,
+    mut theirs: impl FnMut() -> Result<Run>,
+) -> Result<(Vec<Run>, Vec<Run>)> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        a.push(ours()?);
+        b.push(theirs()?);
+    }
+    Ok((a, b))
+}
+
 /// The requests/s of each round, in order: "21559 / 23363 / 19191".
 fn spread(runs: &[Run]) -> String {
     runs.iter()
@@ -551,11 +564,10 @@ pub(crate) fn run() -> Result<()> {
         // Both open their upstream connections first (2 s each).
         wrk(port, &get_external, c, 2)?;
         wrk(nginx_port, &get_external, c, 2)?;
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            ours.push(wrk(port, &get_external, c, s)?);
-            theirs.push(wrk(nginx_port, &get_external, c, s)?);
-        }
+        let (ours, theirs) = alternate(
+            || wrk(port, &get_external, c, s),
+            || wrk(nginx_port, &get_external, c, s),
+        )?;
         let ratio = median(&ours, |r| r.rps) / median(&theirs, |r| r.rps);
         let mid = middle(&ours)?;
         table.push(row(
@@ -592,11 +604,10 @@ pub(crate) fn run() -> Result<()> {
         let (server, port) =
             start_server(&dir, "w4.log", |port| server_env(port, false, upstream))?;
         wrk(port, &get_external, c, 2)?;
-        let (mut ours, mut direct) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            ours.push(wrk(port, &get_external, c, s)?);
-            direct.push(wrk(upstream, &get_direct, c, s)?);
-        }
+        let (ours, direct) = alternate(
+            || wrk(port, &get_external, c, s),
+            || wrk(upstream, &get_direct, c, s),
+        )?;
         let ratio = median(&ours, |r| r.rps) / median(&direct, |r| r.rps);
         // At 0 ms the nginx row above is the goal; at 20 ms the upstream's
         // own latency dominates, and the server should add almost nothing.

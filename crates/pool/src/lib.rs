@@ -33,6 +33,8 @@ mod servers;
 #[cfg(feature = "sql")]
 mod sql;
 mod stats;
+#[cfg(any(feature = "sql", feature = "http"))]
+mod sweep;
 
 pub use config::{ConnectionConfig, Kind, RedisTopology, TlsConfig, TlsMode, kind_of_url};
 #[cfg(feature = "redis")]

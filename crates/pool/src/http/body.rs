@@ -51,15 +51,19 @@ impl HttpBody {
     fn finished(&mut self) {
         drop(self.lease.take());
     }
+
+    /// Closes the connection: a body not read to its end, or one that
+    /// failed, leaves it unable to carry another request.
+    fn abandon(&mut self) {
+        if let Some(mut lease) = self.lease.take() {
+            lease.discard();
+        }
+    }
 }
 
 impl Drop for HttpBody {
     fn drop(&mut self) {
-        if let Some(mut lease) = self.lease.take() {
-            // Not read to its end: the connection cannot carry another
-            // request.
-            lease.discard();
-        }
+        self.abandon();
     }
 }
 
@@ -76,11 +80,7 @@ impl Body for HttpBody {
         match &frame {
             None => this.finished(),
             Some(Ok(_)) if this.incoming.is_end_stream() => this.finished(),
-            Some(Err(_)) => {
-                if let Some(mut lease) = this.lease.take() {
-                    lease.discard();
-                }
-            }
+            Some(Err(_)) => this.abandon(),
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)

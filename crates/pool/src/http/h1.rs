@@ -10,7 +10,6 @@
 //! read to its end ([`Lease`]). Everything else (TLS, HTTP/2, other hosts)
 //! stays on hyper-util's client.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -46,8 +45,6 @@ pub(crate) struct H1Lane {
     host: HeaderValue,
     connector: Counting<HttpConnector>,
     shared: Arc<Shared>,
-    /// Whether the sweep task was started (on the first connection).
-    sweeping: AtomicBool,
 }
 
 /// What the lane and its leases share.
@@ -60,6 +57,13 @@ struct Shared {
 struct Idle {
     sender: Sender,
     since: Instant,
+}
+
+impl Idle {
+    /// Still open, and idle for less than `timeout` at `now`.
+    fn usable(&self, now: Instant, timeout: Duration) -> bool {
+        !self.sender.is_closed() && now.duration_since(self.since) < timeout
+    }
 }
 
 /// A connection lent for one request, given back when dropped unless it
@@ -97,14 +101,15 @@ impl Shared {
     /// Closes the connections idle longer than the idle timeout, and the
     /// ones the upstream closed.
     fn expire(&self, now: Instant) {
-        self.lock()
-            .retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout);
+        self.lock().retain(|c| c.usable(now, self.idle_timeout));
     }
 }
 
 impl H1Lane {
     /// A lane to `origin` (`http://host[:port]`), or `None` when it is not
-    /// plain HTTP with a host.
+    /// plain HTTP with a host. Starts the lane's sweep, which closes
+    /// connections idle past `idle_timeout` even when no request comes to
+    /// find them, and ends with the lane: call it inside a runtime.
     pub(crate) fn new(
         origin: &Uri,
         connector: Counting<HttpConnector>,
@@ -118,7 +123,11 @@ impl H1Lane {
             Some(port) if port != 80 => format!("{}:{port}", authority.host()),
             _ => authority.host().to_owned(),
         };
-        Some(Self {
+        let shared = Arc::new(Shared {
+            idle: Mutex::new(Vec::new()),
+            idle_timeout,
+        });
+        let lane = Self {
             origin: Uri::builder()
                 .scheme("http")
                 .authority(authority.clone())
@@ -128,12 +137,13 @@ impl H1Lane {
             host: HeaderValue::try_from(host).ok()?,
             authority,
             connector,
-            shared: Arc::new(Shared {
-                idle: Mutex::new(Vec::new()),
-                idle_timeout,
-            }),
-            sweeping: AtomicBool::new(false),
-        })
+            shared,
+        };
+        let every = (idle_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        crate::sweep::every(every, Arc::downgrade(&lane.shared), |shared| {
+            shared.expire(Instant::now());
+        });
+        Some(lane)
     }
 
     /// Whether `uri` goes to this lane's host and port over plain HTTP.
@@ -203,10 +213,10 @@ impl H1Lane {
     /// The most recently used idle connection that is still open and has
     /// not been idle too long.
     fn checkout(&self) -> Option<Sender> {
+        let now = Instant::now();
         let mut idle = self.shared.lock();
         while let Some(candidate) = idle.pop() {
-            if !candidate.sender.is_closed() && candidate.since.elapsed() < self.shared.idle_timeout
-            {
+            if candidate.usable(now, self.shared.idle_timeout) {
                 return Some(candidate.sender);
             }
         }
@@ -227,28 +237,6 @@ impl H1Lane {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        self.start_sweep();
         Ok(sender)
-    }
-
-    /// Starts, once per lane, the task that closes connections idle past
-    /// the timeout even when no request comes to find them. It ends when
-    /// the lane is dropped.
-    fn start_sweep(&self) {
-        if self.sweeping.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let shared = Arc::downgrade(&self.shared);
-        let every =
-            (self.shared.idle_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                shared.expire(Instant::now());
-            }
-        });
     }
 }

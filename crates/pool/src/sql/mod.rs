@@ -630,15 +630,9 @@ fn connect_error(
 /// [`VALIDATE_AFTER_IDLE`] back to sqlx (idle there, they are checked and
 /// closed by its idle timeout as usual). Ends with the pool.
 fn sweep_kept(pool: Weak<Inner>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(VALIDATE_AFTER_IDLE);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(inner) = pool.upgrade() else { break };
-            if let Some(cutoff) = Instant::now().checked_sub(VALIDATE_AFTER_IDLE) {
-                drop(inner.handoff.expired(cutoff));
-            }
+    crate::sweep::every(VALIDATE_AFTER_IDLE, pool, |inner| {
+        if let Some(cutoff) = Instant::now().checked_sub(VALIDATE_AFTER_IDLE) {
+            drop(inner.handoff.expired(cutoff));
         }
     });
 }
