@@ -281,8 +281,8 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "REDIS_<NAME>_POOL_SIZE",
         ValueType::Count,
-        "10",
-        "clients (each multiplexed)",
+        "1",
+        "clients, each multiplexed (one pipelines best)",
     ),
     var(
         "REDIS_<NAME>_TIMEOUT",

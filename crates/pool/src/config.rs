@@ -126,8 +126,11 @@ pub struct ConnectionConfig {
     pub password: Option<Secret<String>>,
     /// TLS settings. Default: off.
     pub tls: TlsConfig,
-    /// Connections of the pool proper. Default 10. With `max_overflow`
-    /// 0 (the default) this is the most connections open at once.
+    /// Connections of the pool proper. Default 10 for SQL; for Redis 1,
+    /// since one multiplexed client pipelines every caller's commands on
+    /// its connection, and more clients only split those batches (see the
+    /// crate README). With `max_overflow` 0 (the default) this is the most
+    /// connections open at once.
     pub pool_size: u32,
     /// Further SQL connections opened when all `pool_size` are busy, and
     /// closed again after `idle_timeout` without use (the design's
@@ -187,7 +190,10 @@ impl ConnectionConfig {
             username: None,
             password: None,
             tls: TlsConfig::default(),
-            pool_size: 10,
+            pool_size: match kind {
+                Kind::Redis => 1,
+                _ => 10,
+            },
             max_overflow: 0,
             min_idle: 1,
             idle_timeout: Duration::from_secs(600),
