@@ -20,8 +20,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn store(url: &str) -> KeyValue {
+    // The default pool (one client): what a user of the crate gets.
     let mut config = ConnectionConfig::from_url("ha", url).unwrap();
-    config.pool_size = 2;
     config.retry_delay = Duration::from_millis(100);
     KeyValue::with_registry(RedisPool::open(&config).await.unwrap(), &Registry::new())
 }
@@ -153,7 +153,6 @@ async fn user_reads_never_fail_while_the_cache_cluster_fails_over() {
 
     let mut cluster = blocking(|| TempRedisCluster::start().unwrap()).await;
     let mut rc = ConnectionConfig::from_url("cache", &cluster.url()).unwrap();
-    rc.pool_size = 2;
     rc.retry_delay = Duration::from_millis(100);
     let cache = Cache::with_registry(
         RedisPool::open(&rc).await.unwrap(),
