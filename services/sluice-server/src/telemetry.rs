@@ -8,6 +8,13 @@
 //! W3C `traceparent` it receives and the API client sends one on every
 //! outbound request; with them off, no span goes anywhere and the only
 //! cost is one relaxed load per request (`sluice_metrics::trace_context`).
+//!
+//! Log lines are formatted where they happen but written to stderr by a
+//! thread of their own (`tracing-appender`'s non-blocking writer), in
+//! batches: a line queued while the thread writes goes out with the next
+//! write. A request never waits on stderr, even when whatever reads it
+//! stalls. Past 128,000 queued lines, new lines are dropped rather than
+//! holding requests up; the count is printed at exit.
 
 use std::time::Duration;
 
@@ -17,6 +24,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -35,6 +43,24 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    logs: LogWriter,
+}
+
+/// The log thread's guard (dropping it writes what is queued) and its
+/// count of dropped lines.
+#[derive(Debug)]
+struct LogWriter {
+    guard: WorkerGuard,
+    dropped: ErrorCounter,
+}
+
+/// A writer for the log layers, and what to keep for the exit.
+fn log_writer() -> (NonBlocking, LogWriter) {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .thread_name("sluice-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let dropped = writer.error_counter();
+    (writer, LogWriter { guard, dropped })
 }
 
 impl Telemetry {
@@ -45,6 +71,11 @@ impl Telemetry {
         {
             tracing::warn!(error = %e, "flushing traces failed");
         }
+        let dropped = self.logs.dropped.dropped_lines();
+        drop(self.logs.guard);
+        if dropped > 0 {
+            eprintln!("sluice-server: {dropped} log lines dropped: stderr did not keep up");
+        }
     }
 }
 
@@ -52,6 +83,7 @@ impl Telemetry {
 /// Must run inside the tokio runtime (the span exporter runs on it).
 pub(crate) fn init(format: LogFormat, traces: Option<&Traces>) -> Result<Telemetry> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, log_thread) = log_writer();
     let Some(traces) = traces else {
         // Logs only: `RUST_LOG` filters globally, so disabled spans and
         // events cost nothing at all.
@@ -60,12 +92,15 @@ pub(crate) fn init(format: LogFormat, traces: Option<&Traces>) -> Result<Telemet
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
             )
             .with_ansi(ansi)
-            .with_writer(std::io::stderr);
+            .with_writer(writer);
         match format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),
         }
-        return Ok(Telemetry { provider: None });
+        return Ok(Telemetry {
+            provider: None,
+            logs: log_thread,
+        });
     };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
@@ -104,7 +139,7 @@ pub(crate) fn init(format: LogFormat, traces: Option<&Traces>) -> Result<Telemet
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
@@ -117,5 +152,6 @@ pub(crate) fn init(format: LogFormat, traces: Option<&Traces>) -> Result<Telemet
     sluice_metrics::trace_context::set_enabled(true);
     Ok(Telemetry {
         provider: Some(provider),
+        logs: log_thread,
     })
 }

@@ -770,3 +770,48 @@ async fn traces_continue_the_callers_trace_and_reach_an_otlp_receiver() {
         "{spans:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_stderr_nobody_reads_never_holds_requests_up() {
+    // stderr is a pipe that is never read: once its 64 KiB buffer is full,
+    // a write to it blocks. Every request logs a line at the default
+    // level, so a server that wrote its logs from the request's own
+    // thread would stop answering after a few hundred requests.
+    let dir = scratch();
+    let port = free_port().unwrap();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("SLUICE_DB_SQLITE_PATH", dir.join("sluice.db"))
+        .env("SLUICE_BIND", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _unread = child.stderr.take();
+    let running = Running {
+        child,
+        log: dir.join("unused.log"),
+        client: TestClient::new(format!("http://127.0.0.1:{port}")),
+    };
+    let c = running.client.clone();
+    let ready = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(c.addr()).await.is_err() {
+        assert!(Instant::now() < ready, "the server did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // About 200 bytes of log each: 3,000 requests are ten times the
+    // pipe's buffer.
+    let answered = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut ok = 0;
+        for _ in 0..3000 {
+            if c.get("/healthz").await.status == 200 {
+                ok += 1;
+            }
+        }
+        ok
+    })
+    .await
+    .expect("requests stalled behind a full stderr");
+    assert_eq!(answered, 3000);
+}
