@@ -13,8 +13,11 @@
 //! thread of their own (`tracing-appender`'s non-blocking writer), in
 //! batches: a line queued while the thread writes goes out with the next
 //! write. A request never waits on stderr, even when whatever reads it
-//! stalls. Past 128,000 queued lines, new lines are dropped rather than
-//! holding requests up; the count is printed at exit.
+//! stalls. Past 128,000 queued lines (`tracing-appender`'s default), new
+//! lines are dropped rather than holding requests up (their count is
+//! logged at exit, which shows only if stderr takes lines again by then).
+//! Neither the requests nor the exit wait on a stderr that stopped taking
+//! lines.
 
 use std::time::Duration;
 
@@ -71,11 +74,14 @@ impl Telemetry {
         {
             tracing::warn!(error = %e, "flushing traces failed");
         }
+        // Through the same writer, never straight to stderr: a stderr
+        // that stopped taking lines would block the exit. Dropping the
+        // guard waits at most about a second for the queue to be written.
         let dropped = self.logs.dropped.dropped_lines();
-        drop(self.logs.guard);
         if dropped > 0 {
-            eprintln!("sluice-server: {dropped} log lines dropped: stderr did not keep up");
+            tracing::warn!(dropped, "log lines dropped: stderr did not keep up");
         }
+        drop(self.logs.guard);
     }
 }
 

@@ -814,4 +814,22 @@ async fn a_stderr_nobody_reads_never_holds_requests_up() {
     .await
     .expect("requests stalled behind a full stderr");
     assert_eq!(answered, 3000);
+    // Nor does the exit wait on it.
+    let mut running = running;
+    Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM with its stderr full"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
 }
