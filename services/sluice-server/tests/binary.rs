@@ -76,22 +76,27 @@ fn start(vars: &[(&str, String)], args: &[&str]) -> Running {
 }
 
 fn terminate(mut running: Running) -> (std::process::ExitStatus, String) {
+    let status = sigterm(&mut running.child);
+    (status, std::fs::read_to_string(&running.log).unwrap())
+}
+
+/// Sends SIGTERM and waits (up to 20 s) for the exit.
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
-        .args(["-TERM", &running.child.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            break status;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
         assert!(
             Instant::now() < deadline,
             "the server did not exit after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, std::fs::read_to_string(&running.log).unwrap())
+    }
 }
 
 fn run_to_exit(vars: &[(&str, &str)]) -> Output {
@@ -816,20 +821,8 @@ async fn a_stderr_nobody_reads_never_holds_requests_up() {
     assert_eq!(answered, 3000);
     // Nor does the exit wait on it.
     let mut running = running;
-    Command::new("kill")
-        .args(["-TERM", &running.child.id().to_string()])
-        .status()
+    let status = tokio::task::spawn_blocking(move || sigterm(&mut running.child))
+        .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not exit after SIGTERM with its stderr full"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
     assert!(status.success(), "{status}");
 }
