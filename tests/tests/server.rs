@@ -952,11 +952,9 @@ async fn load_is_shed_with_503_and_slow_requests_time_out() {
         ..Default::default()
     };
     let server = with_upstream(config, "timeout", &upstream, 100).await;
-    assert_envelope(
-        &server.client.get("/external-data/too-slow").await,
-        503,
-        "timeout",
-    );
+    let reply = server.client.get("/external-data/too-slow").await;
+    assert_envelope(&reply, 503, "timeout");
+    assert_eq!(reply.header("retry-after"), Some("1"));
 }
 
 #[tokio::test]

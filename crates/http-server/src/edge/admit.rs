@@ -1,5 +1,6 @@
-//! [`ApiGuardLayer`]: the bearer token and load shedding of the API
-//! routes, as one layer of the edge's stack.
+//! [`ApiGuardLayer`]: the declared body size of every request, then the
+//! bearer token and load shedding of the API routes, as one layer of the
+//! edge's stack.
 //!
 //! These were tower-http's `ValidateRequestHeaderLayer` and tower's
 //! `LoadShedLayer` over a `GlobalConcurrencyLimitLayer`, applied with
@@ -9,7 +10,9 @@
 //! `GET /external-data/{id}` (callgrind). Here the same checks run inside
 //! the edge's one wrap: the route template (axum's `MatchedPath`, set by
 //! the router before the edge runs) says whether a request is for an API
-//! route.
+//! route. The body-size check was tower-http's `ValidateRequestHeaderLayer`
+//! around this one; it runs here first, for every route, for the same
+//! reason.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 use tower_http::validate_request::ValidateRequest;
 
-use crate::edge::guard::BearerAuth;
+use crate::edge::guard::{BearerAuth, DeclaredLength};
 use crate::error::{AppError, ErrorCode};
 
 /// The routes that need no token and are never shed (the contract's
@@ -43,15 +46,26 @@ fn is_api_route(request: &Request) -> bool {
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiGuardLayer {
+    declared: DeclaredLength,
     auth: Option<BearerAuth>,
     capacity: Arc<Semaphore>,
 }
 
 impl ApiGuardLayer {
-    /// Requires a token from `auth` when set, and answers 503 `overloaded`
-    /// at once when every permit of `capacity` is taken.
-    pub(crate) fn new(auth: Option<BearerAuth>, capacity: Arc<Semaphore>) -> Self {
-        Self { auth, capacity }
+    /// Answers 413 for a body declared larger than `declared` allows on
+    /// any route; on API routes, requires a token from `auth` when set,
+    /// and answers 503 `overloaded` at once when every permit of
+    /// `capacity` is taken.
+    pub(crate) fn new(
+        declared: DeclaredLength,
+        auth: Option<BearerAuth>,
+        capacity: Arc<Semaphore>,
+    ) -> Self {
+        Self {
+            declared,
+            auth,
+            capacity,
+        }
     }
 }
 
@@ -61,6 +75,7 @@ impl<S> Layer<S> for ApiGuardLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ApiGuard {
             inner,
+            declared: self.declared,
             auth: self.auth.clone(),
             capacity: self.capacity.clone(),
         }
@@ -71,6 +86,7 @@ impl<S> Layer<S> for ApiGuardLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct ApiGuard<S> {
     inner: S,
+    declared: DeclaredLength,
     auth: Option<BearerAuth>,
     capacity: Arc<Semaphore>,
 }
@@ -88,6 +104,11 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        if let Err(refused) = self.declared.validate(&mut request) {
+            return Guarded::Refused {
+                response: Some(refused),
+            };
+        }
         if !is_api_route(&request) {
             return Guarded::Admitted {
                 inner: self.inner.call(request),

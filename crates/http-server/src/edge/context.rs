@@ -1,7 +1,8 @@
 //! [`RequestContextLayer`]: the outermost layer of every route. It gives
 //! the request its id, opens its span, makes the id visible to the error
-//! envelope (a task-local), and when the response is ready writes the
-//! `X-Request-Id` header, one access-log line and one server metric.
+//! envelope (a task-local), answers 500 for a panicking handler and 503
+//! `timeout` past `request_timeout`, and when the response is ready writes
+//! the `X-Request-Id` header, one access-log line and one server metric.
 //!
 //! Request id and trace are one hand-written layer rather than tower-http's
 //! `SetRequestId` + `PropagateRequestId` + `TraceLayer`: the envelope
@@ -9,22 +10,34 @@
 //! future), the metric needs the route template (known only inside the
 //! router), and one future here replaces three nested ones on every
 //! request.
+//!
+//! The panic guard and the request deadline are folded in for the same
+//! reason: they were tower-http's `CatchPanicLayer` and tower's
+//! `TimeoutLayer` under axum's `HandleErrorLayer`, three more futures
+//! wrapped around every handler's (their construction and moves cost
+//! about 2,000 instructions of a proxied request, callgrind), and the
+//! timeout read the clock once more where this layer has already read it.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use http::{HeaderValue, Method, Response};
+use axum::response::Response;
+use http::{HeaderValue, Method};
 use rand::RngExt;
 use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Sleep;
 use tower::{Layer, Service};
 use tracing::instrument::{Instrument, Instrumented};
 
 use sluice_metrics::server::{ServedRequest, ServerMetrics};
 
+use crate::edge::guard;
 use crate::error::{ErrorType, REQUEST_ID};
 
 /// The request header that carries a client's id, echoed on the response.
@@ -69,15 +82,18 @@ fn new_request_id() -> Arc<str> {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestContextLayer {
     scheme: &'static str,
+    timeout: Duration,
     metrics: Arc<ServerMetrics>,
 }
 
 impl RequestContextLayer {
-    /// For a server served over TLS when `https`. Registers its metric
+    /// For a server served over TLS when `https`, answering 503 `timeout`
+    /// for a request not answered within `timeout`. Registers its metric
     /// handles with the recorder installed now.
-    pub(crate) fn new(https: bool) -> Self {
+    pub(crate) fn new(https: bool, timeout: Duration) -> Self {
         Self {
             scheme: if https { "https" } else { "http" },
+            timeout,
             metrics: Arc::new(ServerMetrics::new()),
         }
     }
@@ -90,6 +106,7 @@ impl<S> Layer<S> for RequestContextLayer {
         RequestContext {
             inner,
             scheme: self.scheme,
+            timeout: self.timeout,
             metrics: self.metrics.clone(),
         }
     }
@@ -100,15 +117,16 @@ impl<S> Layer<S> for RequestContextLayer {
 pub(crate) struct RequestContext<S> {
     inner: S,
     scheme: &'static str,
+    timeout: Duration,
     metrics: Arc<ServerMetrics>,
 }
 
-impl<S, B> Service<Request> for RequestContext<S>
+impl<S> Service<Request> for RequestContext<S>
 where
-    S: Service<Request, Response = Response<B>>,
+    S: Service<Request, Response = Response, Error = Infallible>,
 {
-    type Response = Response<B>;
-    type Error = S::Error;
+    type Response = Response;
+    type Error = Infallible;
     type Future = ContextFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -144,12 +162,28 @@ where
                 route = route_name,
             )
         };
-        let inner = REQUEST_ID
-            .scope(id.clone(), self.inner.call(req))
-            .instrument(span);
+        let started = Instant::now();
+        // The inner layers' `call` may answer at once (401, 413, 503
+        // `overloaded`): inside the span and the id's scope, as their
+        // futures run. A layer or service that panics in `call` is
+        // answered as one that panics in its future.
+        let called = {
+            let _in_span = span.enter();
+            REQUEST_ID.sync_scope(id.clone(), || {
+                match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+                    Ok(future) => Called::Running { future },
+                    Err(payload) => Called::Panicked {
+                        payload: Some(payload),
+                    },
+                }
+            })
+        };
+        let inner = REQUEST_ID.scope(id.clone(), called).instrument(span);
         ContextFuture {
             inner,
-            started: Instant::now(),
+            // The deadline from the clock read already taken.
+            deadline: tokio::time::sleep_until((started + self.timeout).into()),
+            started,
             id,
             method,
             route,
@@ -160,10 +194,51 @@ where
 }
 
 pin_project_lite::pin_project! {
+    /// The inner service's future, or the panic its `call` raised.
+    #[project = CalledProjection]
+    pub(crate) enum Called<F> {
+        Running {
+            #[pin]
+            future: F,
+        },
+        Panicked {
+            payload: Option<Box<dyn std::any::Any + Send + 'static>>,
+        },
+    }
+}
+
+impl<F> Future for Called<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    /// Polled inside the request's span and id scope, so a panic's answer
+    /// and log line carry the request id.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CalledProjection::Running { future } => {
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(polled) => polled,
+                    Err(payload) => Poll::Ready(Ok(guard::panicked(payload))),
+                }
+            }
+            CalledProjection::Panicked { payload } => Poll::Ready(Ok(match payload.take() {
+                Some(payload) => guard::panicked(payload),
+                // Polled again after it answered: a bug in the caller.
+                None => guard::internal_error(),
+            })),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
     /// The response future of [`RequestContext`].
     pub(crate) struct ContextFuture<F> {
         #[pin]
-        inner: Instrumented<TaskLocalFuture<Arc<str>, F>>,
+        inner: Instrumented<TaskLocalFuture<Arc<str>, Called<F>>>,
+        #[pin]
+        deadline: Sleep,
         started: Instant,
         id: Arc<str>,
         method: Method,
@@ -173,17 +248,24 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, B, E> Future for ContextFuture<F>
+impl<F> Future for ContextFuture<F>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    F: Future<Output = Result<Response, Infallible>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let mut response = match ready!(this.inner.as_mut().poll(cx)) {
-            Ok(response) => response,
-            Err(e) => return Poll::Ready(Err(e)),
+        let mut response = match this.inner.as_mut().poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => {
+                ready!(this.deadline.as_mut().poll(cx));
+                // The handler's future is dropped with this one, as
+                // tower's timeout drops it.
+                let _in_span = this.inner.span().enter();
+                REQUEST_ID.sync_scope(this.id.clone(), guard::timed_out)
+            }
         };
         if let Ok(value) = HeaderValue::from_str(this.id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);

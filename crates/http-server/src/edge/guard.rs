@@ -1,6 +1,7 @@
-//! Request validators (tower-http `ValidateRequest`) and the answers the
-//! edge gives on its own: a declared body over the limit (413), a missing
-//! or wrong bearer token (401), a shed or timed-out request (503), a
+//! Request validators (tower-http's `ValidateRequest` trait, run by
+//! [`ApiGuard`](crate::edge::admit::ApiGuard)) and the answers the edge
+//! gives on its own: a declared body over the limit (413), a missing or
+//! wrong bearer token (401), a shed or timed-out request (503), a
 //! panicking handler (500). Every one is the contract's envelope.
 
 use std::any::Any;
@@ -12,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 use sluice_pool::Secret;
 use subtle::ConstantTimeEq;
-use tower::BoxError;
 use tower_http::validate_request::ValidateRequest;
 
 use crate::error::{AppError, ErrorCode};
@@ -103,16 +103,14 @@ impl<B> ValidateRequest<B> for BearerAuth {
     }
 }
 
-/// The answer to an error from the tower layers: the request timeout (503
-/// `timeout`), anything else 500. (Load shedding answers on its own, in
-/// `admit.rs`.)
-pub(crate) async fn layer_error(error: BoxError) -> Response {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        AppError::unavailable(ErrorCode::Timeout, "the request took too long", 1)
-    } else {
-        AppError::internal(error.as_ref())
-    }
-    .into_response()
+/// 503 `timeout`: the request was not answered within `request_timeout`.
+pub(crate) fn timed_out() -> Response {
+    AppError::unavailable(ErrorCode::Timeout, "the request took too long", 1).into_response()
+}
+
+/// 500 `internal_error`, saying nothing more.
+pub(crate) fn internal_error() -> Response {
+    AppError::new(ErrorCode::InternalError, "internal error").into_response()
 }
 
 /// A handler panicked: 500 in the envelope, the panic message logged with
@@ -129,7 +127,7 @@ pub(crate) fn panicked(payload: Box<dyn Any + Send + 'static>) -> Response {
         panic = %message,
         "a handler panicked"
     );
-    AppError::new(ErrorCode::InternalError, "internal error").into_response()
+    internal_error()
 }
 
 #[cfg(test)]

@@ -4,21 +4,23 @@
 //! Every route, probes and fallbacks included, is wrapped once (one
 //! `Router::layer`) in, outermost first:
 //! 1. [`context::RequestContextLayer`]: request id, span, access log,
-//!    server metric;
-//! 2. tower-http `CatchPanicLayer`: a panicking handler answers 500 in the
-//!    envelope and the process keeps serving;
-//! 3. tower `TimeoutLayer` (with axum's `HandleErrorLayer`): 503 `timeout`
-//!    past `request_timeout`;
-//! 4. tower-http `ValidateRequestHeaderLayer` ([`guard::DeclaredLength`]):
-//!    413 for a declared body over the limit, and axum's `DefaultBodyLimit`
-//!    for bodies that turn out larger as they are read.
-//!
-//! 5. [`admit::ApiGuardLayer`], for the API routes only (every matched
-//!    route but `/healthz`, `/readyz`, `/metrics`): the bearer token
-//!    ([`guard::BearerAuth`]) when tokens are configured, then load
+//!    server metric; a panicking handler answers 500 in the envelope and
+//!    the process keeps serving; past `request_timeout`, 503 `timeout`;
+//! 2. axum's `DefaultBodyLimit`: 413 for a body that turns out larger than
+//!    the limit as it is read;
+//! 3. [`admit::ApiGuardLayer`]: first, for every route, 413 for a body
+//!    declared (`Content-Length`) over the limit ([`guard::DeclaredLength`]),
+//!    before a byte of it is read; then, for the API routes only (every
+//!    matched route but `/healthz`, `/readyz`, `/metrics`), the bearer
+//!    token ([`guard::BearerAuth`]) when tokens are configured, then load
 //!    shedding: past `max_concurrency` requests at once, 503 `overloaded`
 //!    at once instead of a queue. The probes are never shed and never need
 //!    a token; an unknown path is a 404 without one.
+//!
+//! Three layers, not seven: the panic guard, the timeout (with the error
+//! handler it needed) and the declared-length check were tower's and
+//! tower-http's layers, folded into these to spare a proxied request
+//! 1,600 of its 60,000 instructions (callgrind, `GET /external-data/{id}`).
 //!
 //! One wrap, not two: these were a second `Router::route_layer` of tower's
 //! and tower-http's layers, which cost 7% of a proxied request's

@@ -8,18 +8,14 @@ mod users;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
-use tower::timeout::TimeoutLayer;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::edge::admit::ApiGuardLayer;
 use crate::edge::context::RequestContextLayer;
-use crate::edge::guard::{self, BearerAuth, DeclaredLength};
+use crate::edge::guard::{BearerAuth, DeclaredLength};
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
@@ -62,15 +58,18 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     let edge = ServiceBuilder::new()
-        .layer(RequestContextLayer::new(config.https))
-        .layer(CatchPanicLayer::custom(guard::panicked))
-        .layer(HandleErrorLayer::new(guard::layer_error))
-        .layer(TimeoutLayer::new(config.request_timeout))
-        .layer(ValidateRequestHeaderLayer::custom(DeclaredLength {
-            max: config.max_body_bytes,
-        }))
+        .layer(RequestContextLayer::new(
+            config.https,
+            config.request_timeout,
+        ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(ApiGuardLayer::new(auth, state.inner.concurrency.clone()));
+        .layer(ApiGuardLayer::new(
+            DeclaredLength {
+                max: config.max_body_bytes,
+            },
+            auth,
+            state.inner.concurrency.clone(),
+        ));
     api.merge(probes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
