@@ -330,7 +330,11 @@ impl ApiClient {
             upstream: self.inner.name.clone(),
             reason,
         };
-        let uri = format!("{}{}", self.inner.origin_and_base, request.target());
+        let base = &self.inner.origin_and_base;
+        // Sized for a query-less target, the common case.
+        let mut uri = String::with_capacity(base.len() + request.path.as_str().len());
+        uri.push_str(base);
+        request.write_target(&mut uri);
         let mut builder = Request::builder().method(request.method.clone()).uri(uri);
         for (name, value) in &self.inner.headers {
             builder = builder.header(name, value);

@@ -106,16 +106,20 @@ impl ApiRequest {
 
     /// Path and encoded query, as sent.
     pub(crate) fn target(&self) -> String {
-        let mut target = self.path.as_str().to_owned();
-        if !self.query.is_empty() {
-            target.push('?');
-            target.push_str(
-                &url::form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(&self.query)
-                    .finish(),
-            );
-        }
+        let mut target = String::with_capacity(self.path.as_str().len());
+        self.write_target(&mut target);
         target
+    }
+
+    /// Appends the path and encoded query, as sent, to `out`: the URI is
+    /// built in one string, without a copy of the target of its own.
+    pub(crate) fn write_target(&self, out: &mut String) {
+        out.push_str(self.path.as_str());
+        if !self.query.is_empty() {
+            out.push('?');
+            let start = out.len();
+            url::form_urlencoded::Serializer::for_suffix(out, start).extend_pairs(&self.query);
+        }
     }
 }
 
@@ -150,13 +154,15 @@ impl ApiResponse {
     /// content type; JSON that does not parse is [`ApiError::InvalidJson`].
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         let content_type = self.content_type();
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        // Compared without case and without a lowercase copy.
+        let is_json = essence.eq_ignore_ascii_case("application/json")
+            || essence
+                .len()
+                .checked_sub(5)
+                .and_then(|at| essence.get(at..))
+                .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
+        if !is_json {
             return Err(ApiError::NotJson {
                 upstream: self.upstream.clone(),
                 content_type: content_type.to_owned(),
@@ -166,5 +172,71 @@ impl ApiResponse {
             upstream: self.upstream.clone(),
             source: e.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(content_type: &str, body: &'static str) -> ApiResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_str(content_type).expect("a valid header value"),
+        );
+        ApiResponse {
+            upstream: "test".into(),
+            status: 200,
+            headers,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn the_target_encodes_the_query_after_the_path() {
+        let path = ApiPath::new().push("data").push("a b");
+        assert_eq!(ApiRequest::get(path.clone()).target(), "/data/a%20b");
+        let request = ApiRequest::get(path)
+            .query("q", "x&y=z")
+            .query("page", "2 3");
+        assert_eq!(request.target(), "/data/a%20b?q=x%26y%3Dz&page=2+3");
+        let mut uri = String::from("http://up:8080/base");
+        request.write_target(&mut uri);
+        assert_eq!(uri, "http://up:8080/base/data/a%20b?q=x%26y%3Dz&page=2+3");
+    }
+
+    #[test]
+    fn json_bodies_are_recognised_by_content_type_in_any_case() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/problem+json ",
+            "application/VND.API+JSON",
+        ] {
+            let value: serde_json::Value = response(json, r#"{"a":1}"#)
+                .json()
+                .unwrap_or_else(|e| panic!("{json:?}: {e}"));
+            assert_eq!(value["a"], 1, "{json:?}");
+        }
+        for other in [
+            "text/plain",
+            "application/jsonx",
+            "json",
+            "",
+            "text/json+html",
+        ] {
+            let error = response(other, r#"{"a":1}"#)
+                .json::<serde_json::Value>()
+                .expect_err(other);
+            assert!(
+                matches!(&error, ApiError::NotJson { content_type, .. } if content_type == other),
+                "{other:?}: {error:?}"
+            );
+        }
+        assert!(matches!(
+            response("application/json", "{").json::<serde_json::Value>(),
+            Err(ApiError::InvalidJson { .. })
+        ));
     }
 }
