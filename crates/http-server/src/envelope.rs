@@ -42,7 +42,14 @@ pub(crate) fn data_text(json: bytes::Bytes) -> axum::response::Response {
         chunks.push(bytes::Bytes::from_static(TAIL));
         axum::body::Body::new(chunks)
     };
-    ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Texts up to this size are copied into one buffer by [`data_text`].

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
-use http::{HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
 use rand::RngExt;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Sleep;
@@ -41,7 +41,9 @@ use crate::edge::guard;
 use crate::error::{ErrorType, REQUEST_ID};
 
 /// The request header that carries a client's id, echoed on the response.
-pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
+/// A `HeaderName`, not a string: inserting a string name not among the
+/// standard headers parses and copies it on every response.
+pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Whether a client's request id may be echoed: 1 to 128 characters of
 /// `[A-Za-z0-9._:-]`, so that it cannot forge fields in a text log line
@@ -55,7 +57,7 @@ pub(crate) fn is_safe_request_id(id: &[u8]) -> bool {
 
 /// The client's id if it is safe, else a new random one (32 hex digits).
 fn request_id(req: &Request) -> Arc<str> {
-    match req.headers().get(REQUEST_ID_HEADER) {
+    match req.headers().get(&REQUEST_ID_HEADER) {
         Some(given) if is_safe_request_id(given.as_bytes()) => {
             // Safe bytes are ASCII, so this never fails.
             Arc::from(given.to_str().unwrap_or_default())

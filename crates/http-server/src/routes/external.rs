@@ -250,7 +250,10 @@ pub(crate) async fn batch(
     }
     let body = batch_answer(&ids, &answers);
     Ok((
-        [(http::header::CONTENT_TYPE, "application/json")],
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
         axum::body::Body::new(body),
     )
         .into_response())
