@@ -384,6 +384,17 @@ async fn a_hundred_identical_concurrent_gets_make_one_upstream_call() {
         assert_eq!(call.await.unwrap().unwrap()["id"], "same");
     }
     assert_eq!(upstream.state.hits("/data/same"), 1);
+    assert_eq!(api.coalesced_in_flight(), 0);
+    // A lone caller's answer (moved out of the shared cell, not cloned)
+    // is whole: status, headers and body.
+    let lone = api
+        .request(ApiRequest::get(path(&["data", "lone"])))
+        .await
+        .unwrap();
+    assert_eq!(lone.status, 200);
+    assert_eq!(lone.content_type(), "application/json");
+    assert_eq!(lone.json::<serde_json::Value>().unwrap()["id"], "lone");
+    assert_eq!(api.coalesced_in_flight(), 0);
     // Afterwards a new call goes upstream again (results are not cached).
     api.get_json::<serde_json::Value>(path(&["data", "same"]))
         .await

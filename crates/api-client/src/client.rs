@@ -249,8 +249,8 @@ impl ApiClient {
         joined
             .cell()
             .get_or_init(|| self.call(request, admitted))
-            .await
-            .clone()
+            .await;
+        joined.into_answer()
     }
 
     async fn call(
@@ -489,6 +489,35 @@ impl<'a> Joined<'a> {
         match &self.cell {
             Some(cell) => cell,
             None => unreachable!("the cell is taken only on drop"),
+        }
+    }
+}
+
+impl Joined<'_> {
+    /// The answer, once the call has one: moved out of its cell when no
+    /// other caller holds the cell (the usual case: nobody joined), so a
+    /// lone caller's response is not copied; cloned otherwise. Leaves the
+    /// map as dropping the share would.
+    fn into_answer(mut self) -> Result<ApiResponse> {
+        let mut entries = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(cell) = self.cell.take() else {
+            unreachable!("the cell is taken only here and on drop")
+        };
+        if entries
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &cell))
+        {
+            entries.remove(&self.key);
+        }
+        // Under the lock, as every clone and drop of the entry's `Arc`.
+        let answer = match Arc::try_unwrap(cell) {
+            Ok(cell) => cell.into_inner(),
+            Err(shared) => shared.get().cloned(),
+        };
+        drop(entries);
+        match answer {
+            Some(answer) => answer,
+            None => unreachable!("called once the cell is initialised"),
         }
     }
 }
