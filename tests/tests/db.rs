@@ -183,6 +183,38 @@ async fn duplicate_email_is_a_conflict_that_does_not_echo_the_value() {
     }
 }
 
+// A current-thread runtime: sqlx's release task cannot run until this
+// test yields, so a connection passed on at once is told apart from one
+// that went back through sqlx's check.
+#[tokio::test(flavor = "current_thread")]
+async fn a_transaction_rolled_back_after_a_conflict_passes_its_connection_on_at_once() {
+    let test = "db_rollback_handoff";
+    let mut config =
+        ConnectionConfig::from_url(test, &services::fresh_database(test).await).unwrap();
+    config.pool_size = 2;
+    config.min_idle = 0;
+    let pool = SqlPool::open(&config).await.unwrap();
+    let db = Database::with_registry(pool.clone(), &Registry::new());
+    db.migrate().await.unwrap();
+    create_user(&db, "Ada", "ada@example.com").await.unwrap();
+    let committed = pool.stats();
+    assert_eq!(committed.in_use, 0, "{committed:?}");
+    // Rolled back cleanly: the next caller could have it now. (Before,
+    // it went through sqlx's release check, and a caller waiting for a
+    // handoff waited 50 ms alone while it sat idle in sqlx.)
+    let err = create_user(&db, "Eve", "ada@example.com")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Conflict { .. }), "{err:?}");
+    let rolled_back = pool.stats();
+    assert_eq!(rolled_back.in_use, 0, "{rolled_back:?}");
+    assert_eq!(
+        (count(&db, "users").await, count(&db, "profiles").await),
+        (1, 1)
+    );
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn a_failing_transaction_leaves_nothing() {
     for db in databases("db_tx_error", &Registry::new()).await {

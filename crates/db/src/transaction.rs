@@ -200,14 +200,25 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    async fn rollback(self) {
-        // A failed rollback means the connection is gone, and the server
-        // rolls back on its own; the caller's error is the one to report.
-        let _ = match self.inner {
-            Inner::Pg(tx) => tx.rollback().await,
-            Inner::Sqlite(tx) => tx.rollback().await,
-        };
+    /// Whether the rollback went through. A failed rollback means the
+    /// connection is gone, and the server rolls back on its own; the
+    /// caller's error is the one to report.
+    async fn rollback(self) -> bool {
+        match self.inner {
+            Inner::Pg(tx) => tx.rollback().await.is_ok(),
+            Inner::Sqlite(tx) => tx.rollback().await.is_ok(),
+        }
     }
+}
+
+/// How a transaction left its connection.
+enum Ended {
+    /// Committed or rolled back: idle, nothing left to read or send.
+    Clean,
+    /// A statement or the commit failed: sqlx's release check decides.
+    Unsure,
+    /// The server was found down meanwhile: the connection is discarded.
+    ServerDown,
 }
 
 /// One attempt's error; only lost races between transactions and writes
@@ -304,27 +315,28 @@ impl Database {
         F: for<'t, 'c> FnMut(&'t mut Transaction<'c>) -> TxFuture<'t, T>,
     {
         let mut conn = self.pool.acquire().await?;
-        let (outcome, server_down) = self.transaction_on(&mut conn, work).await;
-        if server_down {
+        let (outcome, ended) = self.transaction_on(&mut conn, work).await;
+        match ended {
             // Its protocol state is unknown: closed, not returned; the
             // server rolls back what it had when the connection goes.
-            conn.discard();
-        } else if matches!(outcome, Err(DbError::ReadOnly(_))) {
-            conn.found_read_only();
-        } else if outcome.is_ok() {
-            // Committed: the connection can go straight to the next caller.
-            conn.finished();
+            Ended::ServerDown => conn.discard(),
+            _ if matches!(outcome, Err(DbError::ReadOnly(_))) => conn.found_read_only(),
+            // Committed, or rolled back after the work's error (a
+            // duplicate key, say): the connection can go straight to the
+            // next caller.
+            Ended::Clean => conn.finished(),
+            // sqlx's release check decides.
+            Ended::Unsure => {}
         }
         outcome
     }
 
-    /// One transaction on `conn`; also says whether the server was found
-    /// down meanwhile (the connection must then be discarded).
+    /// One transaction on `conn`, and how it left the connection.
     async fn transaction_on<T, F>(
         &self,
         conn: &mut SqlConnection,
         work: &mut F,
-    ) -> (Result<T>, bool)
+    ) -> (Result<T>, Ended)
     where
         F: for<'t, 'c> FnMut(&'t mut Transaction<'c>) -> TxFuture<'t, T>,
     {
@@ -338,13 +350,16 @@ impl Database {
                 Ok((**c).begin_with("BEGIN IMMEDIATE").await.map(Inner::Sqlite))
             }
             _ => {
-                return (Err(DbError::invalid("unsupported database backend")), false);
+                return (
+                    Err(DbError::invalid("unsupported database backend")),
+                    Ended::Unsure,
+                );
             }
         };
         let inner = match begun {
             Ok(Ok(inner)) => inner,
-            Ok(Err(e)) => return (Err(e.into()), false),
-            Err(down) => return (Err(down.into()), true),
+            Ok(Err(e)) => return (Err(e.into()), Ended::Unsure),
+            Err(down) => return (Err(down.into()), Ended::ServerDown),
         };
         let mut tx = Transaction {
             inner,
@@ -355,16 +370,21 @@ impl Database {
         };
         match work(&mut tx).await {
             Ok(value) => match self.pool.unless_down(Box::pin(tx.commit())).await {
-                Ok(committed) => (committed.map(|()| value), false),
+                Ok(Ok(())) => (Ok(value), Ended::Clean),
+                Ok(Err(e)) => (Err(e), Ended::Unsure),
                 // Whether it committed is unknown; the caller hears
                 // `Unavailable`, not success.
-                Err(down) => (Err(down.into()), true),
+                Err(down) => (Err(down.into()), Ended::ServerDown),
             },
             // The server is down: a rollback would wait on it too.
-            Err(error) if tx.abandoned => (Err(error), true),
+            Err(error) if tx.abandoned => (Err(error), Ended::ServerDown),
             Err(error) => {
-                tx.rollback().await;
-                (Err(error), false)
+                let ended = if tx.rollback().await {
+                    Ended::Clean
+                } else {
+                    Ended::Unsure
+                };
+                (Err(error), ended)
             }
         }
     }

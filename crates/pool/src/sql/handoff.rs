@@ -68,11 +68,32 @@ struct State<C> {
     /// Callers waiting for a handoff (see [`Wait::Handoff`]), oldest first. A
     /// caller that stopped waiting leaves a closed sender, skipped and
     /// pruned.
-    waiters: VecDeque<oneshot::Sender<Kept<C>>>,
+    waiters: VecDeque<Waiter<C>>,
     /// Callers waiting on sqlx alone: while there are any, returned
     /// connections go back to sqlx, which serves them.
     sqlx_waiters: usize,
     closed: bool,
+}
+
+/// A caller waiting for a handoff, as the handoff sees it.
+#[derive(Debug)]
+struct Waiter<C> {
+    handoff: oneshot::Sender<Kept<C>>,
+    /// Dropped to send the caller to sqlx before its time alone is up; it
+    /// keeps waiting for a handoff too.
+    alone: Option<oneshot::Sender<()>>,
+    alone_until: Instant,
+}
+
+/// What a caller waiting for a handoff holds (see [`first_of`]).
+#[derive(Debug)]
+pub(crate) struct Handed<C = PoolConnection<Postgres>> {
+    /// Receives the next connection returned; closes if the pool closes.
+    pub(crate) handoff: oneshot::Receiver<Kept<C>>,
+    /// Closes when a connection went to sqlx for this caller: it waits on
+    /// sqlx too from then on, not only after [`HANDOFF_ALONE`].
+    pub(crate) alone: oneshot::Receiver<()>,
+    pub(crate) alone_until: Instant,
 }
 
 /// How a caller without a kept connection waits.
@@ -91,9 +112,8 @@ pub(crate) enum Wait {
 pub(crate) enum Taken<'a, C = PoolConnection<Postgres>> {
     /// A kept connection that passed the caller's check.
     Kept(Kept<C>),
-    /// The caller is registered and receives the next connection returned
-    /// (the receiver closes if the pool closes).
-    Handoff(oneshot::Receiver<Kept<C>>),
+    /// The caller is registered and receives the next connection returned.
+    Handoff(Handed<C>),
     /// The caller is counted as waiting on sqlx for as long as this lives.
     Sqlx(SqlxWaiter<'a, C>),
 }
@@ -141,16 +161,26 @@ impl<C> Handoff<C> {
         }
         match wait {
             Wait::Handoff => {
-                let (tx, rx) = oneshot::channel();
+                let (handoff, handoff_rx) = oneshot::channel();
+                let (alone, alone_rx) = oneshot::channel();
+                let alone_until = Instant::now() + HANDOFF_ALONE;
                 if !state.closed {
                     // Callers that stopped waiting (their acquire finished
                     // through sqlx, or was cancelled) leave closed senders.
                     if state.waiters.len() >= 64 {
-                        state.waiters.retain(|w| !w.is_closed());
+                        state.waiters.retain(|w| !w.handoff.is_closed());
                     }
-                    state.waiters.push_back(tx);
+                    state.waiters.push_back(Waiter {
+                        handoff,
+                        alone: Some(alone),
+                        alone_until,
+                    });
                 }
-                Taken::Handoff(rx)
+                Taken::Handoff(Handed {
+                    handoff: handoff_rx,
+                    alone: alone_rx,
+                    alone_until,
+                })
             }
             Wait::Sqlx => {
                 state.sqlx_waiters += 1;
@@ -162,13 +192,20 @@ impl<C> Handoff<C> {
     /// Hands `kept` to the oldest caller waiting for a handoff, or keeps
     /// it; gives it back when the pool is closed or a caller waits on
     /// sqlx alone (sqlx serves that caller with it).
+    ///
+    /// A connection given back to sqlx sends the oldest caller waiting for
+    /// a handoff there as well ([`send_one_to_sqlx`](Self::send_one_to_sqlx)).
     pub(crate) fn give(&self, mut kept: Kept<C>) -> Given<C> {
         let mut state = self.state();
-        if state.closed || state.sqlx_waiters > 0 {
+        if state.closed {
+            return Given::Back(kept);
+        }
+        if state.sqlx_waiters > 0 {
+            send_one_to_sqlx(&mut state);
             return Given::Back(kept);
         }
         while let Some(waiter) = state.waiters.pop_front() {
-            match waiter.send(kept) {
+            match waiter.handoff.send(kept) {
                 Ok(()) => return Given::Done,
                 // That caller stopped waiting: the next one.
                 Err(back) => kept = back,
@@ -178,6 +215,17 @@ impl<C> Handoff<C> {
         kept.returned = Instant::now();
         state.kept.push(kept);
         Given::Done
+    }
+
+    /// Sends the oldest caller still waiting alone for a handoff to sqlx
+    /// too: a connection is going back to sqlx, after a failed statement
+    /// or to be closed, and that caller would otherwise wait alone for up
+    /// to [`HANDOFF_ALONE`] while the connection sits idle in sqlx (or sqlx
+    /// has room to open one). It stays in line for a handoff, so it is
+    /// never left waiting on sqlx alone for a connection another caller
+    /// took there.
+    pub(crate) fn send_one_to_sqlx(&self) {
+        send_one_to_sqlx(&mut self.state());
     }
 
     /// Removes the kept connections returned before `cutoff`.
@@ -203,6 +251,18 @@ impl<C> Handoff<C> {
     }
 }
 
+/// Drops the `alone` sender of the oldest caller still waiting alone.
+fn send_one_to_sqlx<C>(state: &mut State<C>) {
+    let now = Instant::now();
+    if let Some(waiter) = state
+        .waiters
+        .iter_mut()
+        .find(|w| w.alone.is_some() && w.alone_until > now && !w.handoff.is_closed())
+    {
+        waiter.alone = None;
+    }
+}
+
 /// How an acquire that waited got its connection.
 pub(crate) enum Acquired {
     /// Handed over by the caller that returned it.
@@ -223,11 +283,12 @@ pub(crate) enum Acquired {
 pub(crate) const HANDOFF_ALONE: Duration = Duration::from_millis(50);
 
 /// Waits for whichever comes first: a handoff, or sqlx's acquire (made by
-/// `acquire`, and started only after [`HANDOFF_ALONE`]); gives up at
-/// `deadline` with sqlx's `PoolTimedOut`. A handoff that arrives as sqlx
-/// answers is returned too, to be passed on.
+/// `acquire`, and started only after [`HANDOFF_ALONE`], or sooner when a
+/// connection went to sqlx for this caller); gives up at `deadline` with
+/// sqlx's `PoolTimedOut`. A handoff that arrives as sqlx answers is
+/// returned too, to be passed on.
 pub(crate) async fn first_of<F>(
-    mut handed: oneshot::Receiver<Kept>,
+    handed: Handed,
     deadline: Instant,
     acquire: impl FnOnce() -> Pin<Box<F>>,
 ) -> (Acquired, Option<Kept>)
@@ -239,12 +300,27 @@ where
         ),
     >,
 {
-    let alone_until = deadline.min(Instant::now() + HANDOFF_ALONE);
-    let mut handoff_open = match tokio::time::timeout_at(alone_until.into(), &mut handed).await {
-        Ok(Ok(kept)) => return (Acquired::Handed(kept), None),
+    let Handed {
+        handoff: mut handed,
+        mut alone,
+        alone_until,
+    } = handed;
+    let alone_until = deadline.min(alone_until);
+    let waited = tokio::time::timeout_at(alone_until.into(), async {
+        tokio::select! {
+            // A handoff first: it closes `alone` as it arrives.
+            biased;
+            handed = &mut handed => Some(handed),
+            _ = &mut alone => None,
+        }
+    })
+    .await;
+    let mut handoff_open = match waited {
+        Ok(Some(Ok(kept))) => return (Acquired::Handed(kept), None),
         // The pool is closing: sqlx answers.
-        Ok(Err(_)) => false,
-        Err(_) => true,
+        Ok(Some(Err(_))) => false,
+        // Sent to sqlx, or alone long enough: sqlx too from now on.
+        Ok(None) | Err(_) => true,
     };
     let mut acquire = acquire();
     let both = std::future::poll_fn(|cx| {
@@ -290,18 +366,31 @@ mod tests {
         h.take(|_| true, &mut Vec::new(), wait)
     }
 
+    fn wait(h: &Handoff<u32>) -> Handed<u32> {
+        match take(h, Wait::Handoff) {
+            Taken::Handoff(handed) => handed,
+            _ => panic!("nothing kept: the caller waits"),
+        }
+    }
+
+    fn sent_to_sqlx(handed: &mut Handed<u32>) -> bool {
+        matches!(
+            handed.alone.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        )
+    }
+
     #[test]
     fn a_returned_connection_goes_to_the_oldest_waiter_before_it_is_kept() {
         let h = Handoff::default();
-        let Taken::Handoff(mut first) = take(&h, Wait::Handoff) else {
-            panic!("nothing kept yet: the caller waits");
-        };
-        let Taken::Handoff(mut second) = take(&h, Wait::Handoff) else {
-            panic!("nothing kept yet: the caller waits");
-        };
+        let mut first = wait(&h);
+        let mut second = wait(&h);
         assert!(matches!(h.give(kept(1)), Given::Done));
-        assert_eq!(first.try_recv().map(|k| k.conn).ok(), Some(1));
-        assert!(second.try_recv().is_err(), "one connection, one waiter");
+        assert_eq!(first.handoff.try_recv().map(|k| k.conn).ok(), Some(1));
+        assert!(
+            second.handoff.try_recv().is_err(),
+            "one connection, one waiter"
+        );
         // A waiter that stopped waiting is skipped.
         drop(second);
         assert!(matches!(h.give(kept(2)), Given::Done));
@@ -330,8 +419,53 @@ mod tests {
         assert!(matches!(counted, Taken::Sqlx(_)));
         assert!(matches!(h.give(kept(1)), Given::Back(k) if k.conn == 1));
         assert_eq!(h.len(), 0);
+        // Callers waiting for a handoff meanwhile: each connection that goes
+        // back to sqlx sends the oldest of them there too, at once.
+        let mut first = wait(&h);
+        let mut second = wait(&h);
+        assert!(matches!(h.give(kept(2)), Given::Back(k) if k.conn == 2));
+        assert!(
+            sent_to_sqlx(&mut first),
+            "the oldest waiter is sent to sqlx"
+        );
+        assert!(
+            !sent_to_sqlx(&mut second),
+            "one connection back to sqlx, one waiter sent after it"
+        );
         drop(counted);
-        assert!(matches!(h.give(kept(2)), Given::Done));
+        // Nobody waits on sqlx alone any more: returned connections are
+        // handed over, oldest waiter first, sent to sqlx or not.
+        assert!(matches!(h.give(kept(3)), Given::Done));
+        assert_eq!(first.handoff.try_recv().map(|k| k.conn).ok(), Some(3));
+        assert!(matches!(h.give(kept(4)), Given::Done));
+        assert_eq!(second.handoff.try_recv().map(|k| k.conn).ok(), Some(4));
+        assert!(matches!(h.give(kept(5)), Given::Done));
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_going_to_sqlx_sends_the_oldest_caller_waiting_alone_after_it() {
+        let h = Handoff::default();
+        // Alone for longer than HANDOFF_ALONE: already waiting on sqlx.
+        let mut long = wait(&h);
+        std::thread::sleep(HANDOFF_ALONE + Duration::from_millis(10));
+        let gone = wait(&h);
+        let mut second = wait(&h);
+        let mut third = wait(&h);
+        // The one that stopped waiting is skipped too.
+        drop(gone);
+        h.send_one_to_sqlx();
+        assert!(!sent_to_sqlx(&mut long));
+        assert!(sent_to_sqlx(&mut second));
+        assert!(!sent_to_sqlx(&mut third));
+        // Sent or not, all stay in line for a handoff, oldest first.
+        for (conn, handed) in [(1, &mut long), (2, &mut second), (3, &mut third)] {
+            assert!(matches!(h.give(kept(conn)), Given::Done));
+            assert_eq!(handed.handoff.try_recv().map(|k| k.conn).ok(), Some(conn));
+        }
+        // Nobody waiting: nothing to send, and the next one is kept.
+        h.send_one_to_sqlx();
+        assert!(matches!(h.give(kept(4)), Given::Done));
         assert_eq!(h.len(), 1);
     }
 
@@ -352,7 +486,7 @@ mod tests {
             "the unfit one was handed back to the caller"
         );
         assert!(
-            waiter.try_recv().is_err(),
+            waiter.handoff.try_recv().is_err(),
             "closed: the waiter goes on to sqlx"
         );
         assert!(matches!(h.give(kept(3)), Given::Back(_)));
