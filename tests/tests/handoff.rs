@@ -109,6 +109,44 @@ async fn a_waiting_caller_also_gets_a_connection_that_went_back_through_sqlx() {
     pool.close().await;
 }
 
+// A caller waiting for a handoff waits alone for at most 50 ms
+// (`HANDOFF_ALONE`) before it asks sqlx. A connection that goes back
+// through sqlx's check (not finished) ends that wait at once: before,
+// the caller sat out the 50 ms while the connection was idle in sqlx.
+// Five rounds, four of them must beat the 50 ms: without the change every
+// round takes at least 50 ms, by the timer, so a slow round trip to the
+// server now and then cannot make this pass or fail by chance.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_going_back_through_sqlx_sends_the_waiting_caller_after_it_at_once() {
+    let pool = pool("handoff_sent_after", 1).await;
+    let mut quick = 0;
+    for _ in 0..5 {
+        let mut held = pool.acquire().await.unwrap();
+        let pid = backend_pid(&mut held).await;
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let asked = Instant::now();
+                let mut conn = pool.acquire().await.unwrap();
+                let waited = asked.elapsed();
+                (backend_pid(&mut conn).await, waited)
+            }
+        });
+        // One thread: the waiter registers as soon as this yields.
+        while pool.stats().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let (got, waited) = waiter.await.unwrap();
+        assert_eq!(got, pid, "the same connection");
+        if waited < Duration::from_millis(50) {
+            quick += 1;
+        }
+    }
+    assert!(quick >= 4, "{quick} of 5 rounds under 50 ms");
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_dropped_transaction_goes_through_sqlx_and_its_locks_are_released() {
     let pool = pool("handoff_tx", 2).await;

@@ -460,7 +460,9 @@ impl ApiClient {
     }
 }
 
-type InFlight = Mutex<HashMap<String, Arc<OnceCell<Result<ApiResponse>>>>>;
+/// A coalesced call's answer, shared by its callers.
+type Cell = Arc<OnceCell<Result<ApiResponse>>>;
+type InFlight = Mutex<HashMap<String, Cell>>;
 
 /// One caller's share of a coalesced call. Dropped — the call answered,
 /// or the caller gone — it removes the map's entry once the call has an
@@ -470,7 +472,7 @@ type InFlight = Mutex<HashMap<String, Arc<OnceCell<Result<ApiResponse>>>>>;
 struct Joined<'a> {
     map: &'a InFlight,
     key: String,
-    cell: Option<Arc<OnceCell<Result<ApiResponse>>>>,
+    cell: Option<Cell>,
 }
 
 impl<'a> Joined<'a> {
@@ -488,12 +490,10 @@ impl<'a> Joined<'a> {
     fn cell(&self) -> &OnceCell<Result<ApiResponse>> {
         match &self.cell {
             Some(cell) => cell,
-            None => unreachable!("the cell is taken only on drop"),
+            None => unreachable!("the cell is taken only when the share ends"),
         }
     }
-}
 
-impl Joined<'_> {
     /// The answer, once the call has one: moved out of its cell when no
     /// other caller holds the cell (the usual case: nobody joined), so a
     /// lone caller's response is not copied; cloned otherwise. Leaves the
@@ -503,12 +503,7 @@ impl Joined<'_> {
         let Some(cell) = self.cell.take() else {
             unreachable!("the cell is taken only here and on drop")
         };
-        if entries
-            .get(&self.key)
-            .is_some_and(|current| Arc::ptr_eq(current, &cell))
-        {
-            entries.remove(&self.key);
-        }
+        leave(&mut entries, &self.key, &cell);
         // Under the lock, as every clone and drop of the entry's `Arc`.
         let answer = match Arc::try_unwrap(cell) {
             Ok(cell) => cell.into_inner(),
@@ -526,16 +521,22 @@ impl Drop for Joined<'_> {
     fn drop(&mut self) {
         let mut entries = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cell) = self.cell.take() {
-            let ours = entries
-                .get(&self.key)
-                .is_some_and(|current| Arc::ptr_eq(current, &cell));
-            // The map's reference and this one: nobody else waits.
-            let last = Arc::strong_count(&cell) <= 2;
-            if ours && (last || cell.initialized()) {
-                entries.remove(&self.key);
-            }
+            leave(&mut entries, &self.key, &cell);
             drop(cell);
         }
+    }
+}
+
+/// A caller leaves `key`'s entry: it is removed once the call has an
+/// answer or nobody else waits for it (the map's reference and `cell` are
+/// the last two), if it is still `cell`'s.
+fn leave(entries: &mut HashMap<String, Cell>, key: &str, cell: &Cell) {
+    let ours = entries
+        .get(key)
+        .is_some_and(|current| Arc::ptr_eq(current, cell));
+    let last = Arc::strong_count(cell) <= 2;
+    if ours && (last || cell.initialized()) {
+        entries.remove(key);
     }
 }
 

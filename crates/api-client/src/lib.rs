@@ -21,7 +21,7 @@ pub use config::{ConfigError, UpstreamConfig};
 pub use error::{ApiError, Result};
 pub use http::Method;
 pub use path::ApiPath;
-pub use request::{ApiRequest, ApiResponse};
+pub use request::{ApiRequest, ApiResponse, is_json_content_type};
 /// Breaker settings and state, re-exported so that configuring an upstream
 /// needs no direct `sluice-retry` dependency.
 pub use sluice_retry::{BreakerConfig, CircuitState, Window};

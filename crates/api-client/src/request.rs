@@ -123,6 +123,19 @@ impl ApiRequest {
     }
 }
 
+/// Whether a `Content-Type` value declares JSON: its media type, without
+/// parameters and in any case, is `application/json` or ends in `+json`.
+/// Compared without a lowercase copy.
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .len()
+            .checked_sub(5)
+            .and_then(|at| essence.get(at..))
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+}
+
 /// What the upstream answered.
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
@@ -154,15 +167,7 @@ impl ApiResponse {
     /// content type; JSON that does not parse is [`ApiError::InvalidJson`].
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         let content_type = self.content_type();
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        // Compared without case and without a lowercase copy.
-        let is_json = essence.eq_ignore_ascii_case("application/json")
-            || essence
-                .len()
-                .checked_sub(5)
-                .and_then(|at| essence.get(at..))
-                .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
-        if !is_json {
+        if !is_json_content_type(content_type) {
             return Err(ApiError::NotJson {
                 upstream: self.upstream.clone(),
                 content_type: content_type.to_owned(),

@@ -72,13 +72,7 @@ pub(crate) fn json(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence != "application/json" && !essence.ends_with("+json") {
+    if !sluice_api_client::is_json_content_type(content_type) {
         return Err(AppError::bad_request(
             "expected Content-Type: application/json",
         ));
