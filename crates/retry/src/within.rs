@@ -6,9 +6,9 @@
 //! (a cached answer, an already-finished future). A call that has to wait
 //! gets the same timer `timeout_at` would give it.
 
-use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::task::Poll;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -17,30 +17,51 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Elapsed;
 
+pin_project_lite::pin_project! {
+    /// The future of [`within`]. A struct, not an `async fn`: an async
+    /// function keeps its argument and the pinned local it moves into in
+    /// two places, which doubled the size of every attempt future (and of
+    /// every future around it, copied on each move).
+    pub(crate) struct Within<F> {
+        #[pin]
+        call: F,
+        #[pin]
+        timer: Option<Sleep>,
+        start: Instant,
+        limit: Duration,
+    }
+}
+
 /// Runs `call` until it finishes or `limit` from `start` passes. Like
 /// `tokio::time::timeout_at`, the call is polled before the deadline is
 /// checked, so a call that finishes at once is never timed out (and never
 /// pays for computing the deadline either).
-pub(crate) async fn within<F: Future>(
-    start: Instant,
-    limit: Duration,
-    call: F,
-) -> Result<F::Output, Elapsed> {
-    let mut call = pin!(call);
-    let mut timer = pin!(None::<Sleep>);
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = call.as_mut().poll(cx) {
+pub(crate) fn within<F: Future>(start: Instant, limit: Duration, call: F) -> Within<F> {
+    Within {
+        call,
+        timer: None,
+        start,
+        limit,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.call.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if timer.is_none() {
-            timer.set(Some(tokio::time::sleep_until(start + limit)));
+        if this.timer.is_none() {
+            this.timer
+                .set(Some(tokio::time::sleep_until(*this.start + *this.limit)));
         }
-        match timer.as_mut().as_pin_mut() {
+        match this.timer.as_pin_mut() {
             Some(sleep) => sleep.poll(cx).map(|()| Err(Elapsed)),
             None => Poll::Pending,
         }
-    })
-    .await
+    }
 }
 
 #[cfg(test)]
