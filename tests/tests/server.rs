@@ -437,6 +437,54 @@ async fn two_hundred_concurrent_creates_make_two_hundred_pairs() {
     }
 }
 
+/// A profile the database refuses (a trigger raises) leaves no user
+/// behind: on PostgreSQL the pair is one statement, on SQLite a
+/// transaction, and on both the user's insert goes with the profile's.
+#[tokio::test]
+async fn a_refused_profile_leaves_no_user_on_either_backend() {
+    let refuse_pg: &[&str] = &[
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.bio = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON profiles \
+         FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+    ];
+    let refuse_sqlite: &[&str] = &["CREATE TRIGGER refuse_boom BEFORE INSERT ON profiles \
+         WHEN NEW.bio = 'boom' BEGIN SELECT RAISE(ABORT, 'refused'); END"];
+    for (db, refuse) in [
+        (postgres("refused_profile").await, refuse_pg),
+        (sqlite("refused_profile").await, refuse_sqlite),
+    ] {
+        for statement in refuse {
+            db.execute(*statement, ()).await.unwrap();
+        }
+        let server = start(AppState::new(ServerConfig::default(), db.clone())).await;
+        let c = &server.client;
+        let refused = c
+            .post_json(
+                "/users",
+                &json!({"name": "B", "email": "boom@example.com", "bio": "boom"}),
+            )
+            .await;
+        assert_eq!(refused.status, 500, "{:?}: {:?}", db.kind(), refused.json());
+        let kept = c
+            .post_json(
+                "/users",
+                &json!({"name": "K", "email": "kept@example.com", "bio": "fine"}),
+            )
+            .await;
+        assert_eq!(kept.status, 201, "{:?}", db.kind());
+        let (users, profiles, boom): (i64, i64, i64) = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM profiles), \
+                 (SELECT count(*) FROM users WHERE email = 'boom@example.com')",
+                (),
+            )
+            .await
+            .unwrap();
+        assert_eq!((users, profiles, boom), (1, 1, 0), "{:?}", db.kind());
+    }
+}
+
 #[tokio::test]
 async fn user_reads_go_through_redis_and_survive_its_death() {
     let mut redis = tokio::task::spawn_blocking(sluice_tests::provision::TempRedis::start)

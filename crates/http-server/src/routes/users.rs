@@ -180,34 +180,53 @@ fn validate(body: &serde_json::Value) -> Result<NewUser, AppError> {
     }
 }
 
+/// One statement on PostgreSQL: the user and its profile are inserted by
+/// the same `INSERT`, which is atomic by itself, so the pair is written in
+/// one round trip instead of four (`BEGIN`, two inserts, `COMMIT`).
+const INSERT_USER_AND_PROFILE: &str = "WITH new_user AS (\
+     INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id) \
+     INSERT INTO profiles (user_id, bio) SELECT id, $3 FROM new_user RETURNING user_id";
+
+/// Writes a user and its profile, both or neither; the new user's id.
+/// PostgreSQL takes them in one statement
+/// ([`INSERT_USER_AND_PROFILE`]); SQLite, whose `WITH` cannot hold an
+/// `INSERT`, in a transaction.
+async fn insert_user(state: &AppState, user: NewUser) -> sluice_db::Result<i64> {
+    let db = &state.inner.db;
+    let NewUser { name, email, bio } = user;
+    if db.kind() == sluice_pool::Kind::Postgres {
+        let (id,): (i64,) = db
+            .query_one(INSERT_USER_AND_PROFILE, params![name, email, bio])
+            .await?;
+        return Ok(id);
+    }
+    db.transaction(move |tx| {
+        let (name, email, bio) = (name.clone(), email.clone(), bio.clone());
+        Box::pin(async move {
+            let (id,): (i64,) = tx
+                .query_one(
+                    "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id",
+                    params![name, email],
+                )
+                .await?;
+            tx.execute(
+                "INSERT INTO profiles (user_id, bio) VALUES ($1, $2)",
+                params![id, bio],
+            )
+            .await?;
+            Ok(id)
+        })
+    })
+    .await
+}
+
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let user = validate(&extract::json(&headers, body)?)?;
-    let NewUser { name, email, bio } = user;
-    let created = state
-        .inner
-        .db
-        .transaction(move |tx| {
-            let (name, email, bio) = (name.clone(), email.clone(), bio.clone());
-            Box::pin(async move {
-                let (id,): (i64,) = tx
-                    .query_one(
-                        "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id",
-                        params![name, email],
-                    )
-                    .await?;
-                tx.execute(
-                    "INSERT INTO profiles (user_id, bio) VALUES ($1, $2)",
-                    params![id, bio],
-                )
-                .await?;
-                Ok(id)
-            })
-        })
-        .await;
+    let created = insert_user(&state, user).await;
     let id = match created {
         Ok(id) => id,
         Err(DbError::Conflict { .. }) => {
