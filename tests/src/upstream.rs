@@ -230,10 +230,13 @@ async fn handle(
                     rng.random_range(0..100u64),
                 )
             };
-            tokio::time::sleep(Duration::from_millis(
-                state.latency_ms.load(Ordering::Relaxed) + extra,
-            ))
-            .await;
+            // No timer at all for no latency: tokio rounds a sleep up to
+            // its next millisecond tick, so `sleep(0)` would add 0–1 ms
+            // (and a timer) to every answer of the "0 ms" upstream.
+            let latency = state.latency_ms.load(Ordering::Relaxed) + extra;
+            if latency > 0 {
+                tokio::time::sleep(Duration::from_millis(latency)).await;
+            }
             if state.down.load(Ordering::Relaxed)
                 || roll < state.fail_percent.load(Ordering::Relaxed)
             {
