@@ -13,7 +13,7 @@ use serde_json::json;
 use sluice_api_client::{ApiClient, BreakerConfig, UpstreamConfig, Window};
 use sluice_db::{Cache, Database};
 use sluice_http_server::{AppState, ServerConfig, serve};
-use sluice_metrics::Registry;
+use sluice_metrics::{Backend, Registry};
 use sluice_pool::{ConnectionConfig, Kind, RedisPool, Secret, SqlPool};
 use sluice_tests::client::{Reply, TestClient};
 use sluice_tests::services;
@@ -438,8 +438,9 @@ async fn two_hundred_concurrent_creates_make_two_hundred_pairs() {
 }
 
 /// A profile the database refuses (a trigger raises) leaves no user
-/// behind: on PostgreSQL the pair is one statement, on SQLite a
-/// transaction, and on both the user's insert goes with the profile's.
+/// behind: on PostgreSQL the pair is one statement (no transaction is
+/// recorded), on SQLite a transaction, and on both the user's insert goes
+/// with the profile's.
 #[tokio::test]
 async fn a_refused_profile_leaves_no_user_on_either_backend() {
     let refuse_pg: &[&str] = &[
@@ -457,6 +458,9 @@ async fn a_refused_profile_leaves_no_user_on_either_backend() {
         for statement in refuse {
             db.execute(*statement, ()).await.unwrap();
         }
+        // The same pool, recording into a registry of the test's own.
+        let registry = Registry::new();
+        let db = Database::with_registry(db.pool().clone(), &registry);
         let server = start(AppState::new(ServerConfig::default(), db.clone())).await;
         let c = &server.client;
         let refused = c
@@ -482,6 +486,22 @@ async fn a_refused_profile_leaves_no_user_on_either_backend() {
             .await
             .unwrap();
         assert_eq!((users, profiles, boom), (1, 1, 0), "{:?}", db.kind());
+        let backend = match db.kind() {
+            Kind::Postgres => Backend::Postgresql,
+            _ => Backend::Sqlite,
+        };
+        let snapshot = registry.snapshot();
+        let ops = &snapshot
+            .connection(backend, "refused_profile")
+            .unwrap()
+            .operations;
+        let transactions = ops.get("transaction").map_or(0, |o| o.count);
+        if db.kind() == Kind::Postgres {
+            assert_eq!(transactions, 0, "{ops:?}");
+            assert!(ops["query"].count >= 2, "{ops:?}");
+        } else {
+            assert_eq!(transactions, 2, "{ops:?}");
+        }
     }
 }
 
