@@ -44,7 +44,9 @@ pub struct ServerMetrics {
 }
 
 /// The handles of each route (`""` for no route), by label set.
-type Routes = HashMap<Box<str>, Vec<(LabelSet, Histogram)>>;
+/// Keyed by route template: foldhash, not SipHash, as this map is read on
+/// every request and its keys are the router's own templates.
+type Routes = HashMap<Box<str>, Vec<(LabelSet, Histogram)>, foldhash::fast::RandomState>;
 
 /// (method, scheme, status, error type) of one series of a route.
 type LabelSet = (&'static str, &'static str, u16, Option<&'static str>);
