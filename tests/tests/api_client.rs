@@ -430,6 +430,44 @@ async fn hostile_path_segments_never_reach_another_path() {
     assert!(hits.keys().all(|p| p.starts_with("/echo/")), "{hits:?}");
 }
 
+/// The base URL's path prefixes every request's target, with or without
+/// its trailing `/`, and the query goes after the whole path.
+#[tokio::test]
+async fn a_base_url_path_prefixes_every_target() {
+    let upstream = Upstream::start().await.unwrap();
+    for base in ["/echo/v1", "/echo/v1/"] {
+        let mut c = config(&upstream);
+        c.base_url = url::Url::parse(&format!("{}{base}", upstream.base_url())).unwrap();
+        let api = client(c);
+        let body: serde_json::Value = api.get_json(path(&["items", "a b"])).await.unwrap();
+        assert_eq!(body["path"], "/echo/v1/items/a%20b", "{base}");
+        assert_eq!(body["query"], "", "{base}");
+        let response = api
+            .request(ApiRequest::get(path(&["q"])).query("k", "v w"))
+            .await
+            .unwrap();
+        let body: serde_json::Value = response.json().unwrap();
+        assert_eq!(body["path"], "/echo/v1/q", "{base}");
+        assert_eq!(body["query"], "k=v+w", "{base}");
+        assert!(
+            body["host"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{body}"
+        );
+    }
+    // An empty path on a base without one is the root, query or not.
+    let api = client(config(&upstream));
+    for (request, target) in [
+        (ApiRequest::get(ApiPath::new()), "/"),
+        (ApiRequest::get(ApiPath::new()).query("k", "v"), "/?k=v"),
+    ] {
+        upstream.state.reset_counts();
+        let response = api.request(request).await.unwrap();
+        assert_eq!(response.status, 404, "{target}");
+        let path = target.split('?').next().unwrap();
+        assert_eq!(upstream.state.hits(path), 1, "{target}");
+    }
+}
+
 #[tokio::test]
 async fn bodies_are_checked_not_trusted() {
     let upstream = Upstream::start().await.unwrap();
