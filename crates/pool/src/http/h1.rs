@@ -148,7 +148,14 @@ impl H1Lane {
 
     /// Whether `uri` goes to this lane's host and port over plain HTTP.
     pub(crate) fn serves(&self, uri: &Uri) -> bool {
-        uri.scheme() == Some(&http::uri::Scheme::HTTP) && uri.authority() == Some(&self.authority)
+        uri.scheme() == Some(&http::uri::Scheme::HTTP)
+            && uri.authority().is_some_and(|authority| {
+                // A client that builds each URI from one parsed base (as
+                // `sluice-api-client` does) shares the lane's bytes: no
+                // need for the case-insensitive comparison.
+                std::ptr::eq(authority.as_str(), self.authority.as_str())
+                    || *authority == self.authority
+            })
     }
 
     /// Closes every idle connection.
