@@ -183,6 +183,38 @@ impl TempRedisCluster {
         self.wait_ok(within)
     }
 
+    /// Waits until every replica of the master on `port` is online and
+    /// has every write the master has (the master's `INFO replication`:
+    /// each `slaveN` line's offset against `master_repl_offset`; replicas
+    /// report theirs about once a second). Replication is asynchronous: a
+    /// master killed before this holds may take writes with it.
+    pub fn wait_replicated(&self, port: u16, within: Duration) -> Result<Duration, ProvisionError> {
+        wait_until("the master's replicas caught up", within, || {
+            let Ok(info) = cli(port, &["info", "replication"]) else {
+                return false;
+            };
+            let Some(written) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            else {
+                return false;
+            };
+            let replicas: Vec<&str> = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("state="))
+                .collect();
+            !replicas.is_empty()
+                && replicas.iter().all(|l| {
+                    l.contains("state=online")
+                        && l.split(',')
+                            .find_map(|f| f.strip_prefix("offset="))
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .is_some_and(|offset| offset >= written)
+                })
+        })
+    }
+
     /// Ports of the live masters, as the first live node sees them.
     pub fn masters(&self) -> Vec<u16> {
         let Some(node) = self.nodes.iter().find(|n| n.child.is_some()) else {
