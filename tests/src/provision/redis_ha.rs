@@ -71,6 +71,13 @@ fn cli(port: u16, args: &[&str]) -> Result<String, ProvisionError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The number after `name:` in `INFO` output (`master_repl_offset`, …).
+fn info_number(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn wait_until(
     what: &str,
     within: Duration,
@@ -193,11 +200,7 @@ impl TempRedisCluster {
             let Ok(info) = cli(port, &["info", "replication"]) else {
                 return false;
             };
-            let Some(written) = info
-                .lines()
-                .find_map(|l| l.strip_prefix("master_repl_offset:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            else {
+            let Some(written) = info_number(&info, "master_repl_offset") else {
                 return false;
             };
             let replicas: Vec<&str> = info
@@ -332,10 +335,7 @@ impl TempRedisSentinel {
     /// write the master has (`INFO replication` offsets), at most `within`.
     pub fn wait_replicated(&self, within: Duration) -> Result<Duration, ProvisionError> {
         let field = |port: u16, name: &str| -> Option<u64> {
-            let info = cli(port, &["info", "replication"]).ok()?;
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse().ok())
+            info_number(&cli(port, &["info", "replication"]).ok()?, name)
         };
         let master = self.master_port();
         let replica = self
