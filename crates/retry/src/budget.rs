@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::Divisor;
 use crate::error::InvalidConfig;
 
 const SLOTS: usize = 10;
@@ -57,7 +58,7 @@ pub struct RetryBudget {
     deposit: u64,
     reserve: u64,
     /// The length of a slot in nanoseconds (at least 1: ttl ≥ 1 s).
-    slot_nanos: u64,
+    slot_nanos: Divisor,
     inner: Arc<Slots>,
 }
 
@@ -105,9 +106,9 @@ impl RetryBudget {
         Ok(Self {
             deposit: (config.ratio * UNIT as f64).round() as u64,
             reserve: u64::from(config.min_per_second) * config.ttl.as_secs() * UNIT,
-            slot_nanos: u64::try_from((config.ttl / SLOTS as u32).as_nanos())
-                .unwrap_or(u64::MAX)
-                .max(1),
+            slot_nanos: Divisor::new(
+                u64::try_from((config.ttl / SLOTS as u32).as_nanos()).unwrap_or(u64::MAX),
+            ),
             inner: Arc::new(Slots {
                 slots: std::array::from_fn(|_| AtomicU64::new(0)),
                 withdrawing: Mutex::new(()),
@@ -184,7 +185,9 @@ impl RetryBudget {
 
     /// The slot number of `now`, from 1 (a zeroed slot is "never used").
     fn number(&self, now: Instant) -> u32 {
-        let n = crate::clock::nanos_since(self.inner.epoch, now) / self.slot_nanos;
+        let n = self
+            .slot_nanos
+            .divide(crate::clock::nanos_since(self.inner.epoch, now));
         (n as u32).wrapping_add(1)
     }
 }

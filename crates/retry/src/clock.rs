@@ -12,3 +12,72 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(u64::from(since.subsec_nanos()))
 }
+
+/// Exact division by a divisor fixed at construction (a bucket's or a
+/// slot's length in nanoseconds), by multiplying with its reciprocal.
+///
+/// The success path numbers a time bucket twice per call (the breaker's
+/// and the budget's), and a 64-bit `div` was a third of each numbering
+/// (perf, `examples/success_path.rs`). A multiplication by
+/// `⌊2⁶⁴ / d⌋` gives the quotient or one less; one compare fixes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Divisor {
+    d: u64,
+    /// `⌊2⁶⁴ / d⌋`; unused when `d` is 1.
+    reciprocal: u64,
+}
+
+impl Divisor {
+    /// Divides by `d`; 0 is taken as 1.
+    pub(crate) fn new(d: u64) -> Self {
+        let d = d.max(1);
+        let reciprocal = if d == 1 {
+            0
+        } else {
+            // d ≥ 2, so the quotient fits in a u64.
+            u64::try_from((1u128 << 64) / u128::from(d)).unwrap_or(u64::MAX)
+        };
+        Self { d, reciprocal }
+    }
+
+    /// `n / d`, exactly.
+    pub(crate) fn divide(self, n: u64) -> u64 {
+        if self.d == 1 {
+            return n;
+        }
+        // With r = ⌊2⁶⁴/d⌋: n·r/2⁶⁴ > n/d − n/2⁶⁴ > n/d − 1, so the
+        // estimate is the quotient or one below it.
+        let estimate = ((u128::from(n) * u128::from(self.reciprocal)) >> 64) as u64;
+        let rest = n - estimate * self.d;
+        estimate + u64::from(rest >= self.d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn divides_at_the_edges() {
+        for d in [1, 2, 3, 7, 1_000_000, 100_000_000, 6_000_000_000, u64::MAX] {
+            let div = Divisor::new(d);
+            for n in [0, 1, d - 1, d, d.saturating_add(1), u64::MAX - 1, u64::MAX] {
+                assert_eq!(div.divide(n), n / d, "{n} / {d}");
+            }
+        }
+        assert_eq!(Divisor::new(0).divide(5), 5);
+    }
+
+    proptest! {
+        #[test]
+        fn divides_like_div(n: u64, d in 1u64..) {
+            prop_assert_eq!(Divisor::new(d).divide(n), n / d);
+        }
+
+        #[test]
+        fn divides_bucket_lengths_like_div(n: u64, d in 1_000_000u64..60_000_000_000) {
+            prop_assert_eq!(Divisor::new(d).divide(n), n / d);
+        }
+    }
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::Divisor;
+
 /// How much history the breaker judges the failure rate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -48,13 +50,14 @@ const TIME_SLOTS: usize = 10;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Buckets {
     origin: Instant,
-    nanos: u64,
+    nanos: Divisor,
 }
 
 impl Buckets {
     /// The number of the bucket `now` falls in (0 before the origin).
     pub(crate) fn number(&self, now: Instant) -> u64 {
-        crate::clock::nanos_since(self.origin, now) / self.nanos
+        self.nanos
+            .divide(crate::clock::nanos_since(self.origin, now))
     }
 }
 
@@ -70,9 +73,11 @@ impl Outcomes {
                 buckets: Buckets {
                     origin: now,
                     // At least 1 ms (validated windows are ≥ 10 ms).
-                    nanos: u64::try_from((d / TIME_SLOTS as u32).as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .max(1_000_000),
+                    nanos: Divisor::new(
+                        u64::try_from((d / TIME_SLOTS as u32).as_nanos())
+                            .unwrap_or(u64::MAX)
+                            .max(1_000_000),
+                    ),
                 },
                 slots: [(u64::MAX, 0, 0); TIME_SLOTS],
                 current: 0,
