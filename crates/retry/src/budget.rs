@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::clock::Divisor;
+use crate::clock::{Divisor, Reading};
 use crate::error::InvalidConfig;
 
 const SLOTS: usize = 10;
@@ -93,6 +93,12 @@ impl RetryBudget {
     /// A budget. Fails when the ratio is negative or above 1000, or the ttl
     /// is shorter than 1 s or longer than 60 s.
     pub fn try_new(config: BudgetConfig) -> Result<Self, InvalidConfig> {
+        Self::starting_at(config, Instant::now())
+    }
+
+    /// [`try_new`](Self::try_new), its slots numbered from `epoch` (a
+    /// policy gives its budget and its breaker one origin).
+    pub(crate) fn starting_at(config: BudgetConfig, epoch: Instant) -> Result<Self, InvalidConfig> {
         if !(0.0..=1000.0).contains(&config.ratio) {
             return Err(InvalidConfig::new(
                 "retry budget ratio must be between 0 and 1000",
@@ -112,7 +118,7 @@ impl RetryBudget {
             inner: Arc::new(Slots {
                 slots: std::array::from_fn(|_| AtomicU64::new(0)),
                 withdrawing: Mutex::new(()),
-                epoch: Instant::now(),
+                epoch,
             }),
             config,
         })
@@ -123,12 +129,17 @@ impl RetryBudget {
         &self.config
     }
 
+    /// Where its slots are numbered from.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.inner.epoch
+    }
+
     /// Records a first attempt.
     pub fn deposit(&self) {
         self.deposit_at(Instant::now());
     }
 
-    pub(crate) fn deposit_at(&self, now: Instant) {
+    pub(crate) fn deposit_at(&self, now: impl Into<Reading>) {
         let deposit = i32::try_from(self.deposit).unwrap_or(i32::MAX);
         self.add(self.number(now), deposit);
     }
@@ -184,10 +195,10 @@ impl RetryBudget {
     }
 
     /// The slot number of `now`, from 1 (a zeroed slot is "never used").
-    fn number(&self, now: Instant) -> u32 {
+    fn number(&self, now: impl Into<Reading>) -> u32 {
         let n = self
             .slot_nanos
-            .divide(crate::clock::nanos_since(self.inner.epoch, now));
+            .divide(now.into().nanos_since(self.inner.epoch));
         (n as u32).wrapping_add(1)
     }
 }

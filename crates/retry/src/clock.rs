@@ -13,6 +13,56 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
         .saturating_add(u64::from(since.subsec_nanos()))
 }
 
+/// A clock reading that carries its distance from a reference instant,
+/// computed once: the success path numbers a time slot twice (the budget's
+/// and the breaker's), and a policy that built both gave them one origin,
+/// so one subtraction of instants serves both. Other origins still get an
+/// exact answer, computed from the instant itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reading {
+    at: Instant,
+    reference: Instant,
+    /// `nanos_since(reference, at)`.
+    nanos: u64,
+}
+
+impl Reading {
+    /// `at`, measured from `reference`.
+    #[inline]
+    pub(crate) fn new(reference: Instant, at: Instant) -> Self {
+        Self {
+            at,
+            reference,
+            nanos: nanos_since(reference, at),
+        }
+    }
+
+    /// The instant read.
+    pub(crate) fn at(self) -> Instant {
+        self.at
+    }
+
+    /// Nanoseconds from `origin` to the reading (0 if it is earlier).
+    #[inline]
+    pub(crate) fn nanos_since(self, origin: Instant) -> u64 {
+        if origin == self.reference {
+            self.nanos
+        } else {
+            nanos_since(origin, self.at)
+        }
+    }
+}
+
+impl From<Instant> for Reading {
+    fn from(at: Instant) -> Self {
+        Self {
+            at,
+            reference: at,
+            nanos: 0,
+        }
+    }
+}
+
 /// Exact division by a divisor fixed at construction (a bucket's or a
 /// slot's length in nanoseconds), by multiplying with its reciprocal.
 ///
@@ -67,6 +117,27 @@ mod tests {
             }
         }
         assert_eq!(Divisor::new(0).divide(5), 5);
+    }
+
+    #[test]
+    fn a_reading_measures_from_any_origin() {
+        let origin = Instant::now();
+        let other = origin + std::time::Duration::from_millis(3);
+        let at = origin + std::time::Duration::from_millis(10);
+        for reading in [
+            Reading::new(origin, at),
+            Reading::new(other, at),
+            Reading::from(at),
+        ] {
+            assert_eq!(reading.nanos_since(origin), 10_000_000);
+            assert_eq!(reading.nanos_since(other), 7_000_000);
+            assert_eq!(reading.nanos_since(at), 0);
+            assert_eq!(
+                reading.nanos_since(at + std::time::Duration::from_secs(1)),
+                0
+            );
+            assert_eq!(reading.at(), at);
+        }
     }
 
     proptest! {

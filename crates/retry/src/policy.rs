@@ -14,6 +14,7 @@ use crate::backoff::Backoff;
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::classify::{Class, Classify};
+use crate::clock::Reading;
 use crate::error::{Failure, GiveUp, InvalidConfig, RetryError};
 use crate::within::within;
 
@@ -51,6 +52,10 @@ pub struct Policy {
     metrics: Option<ResilienceMetrics>,
     seed: u64,
     runs: Arc<AtomicU64>,
+    /// The instant the success path measures its clock reading from: the
+    /// breaker's origin, else the budget's (one origin for both when the
+    /// policy built them), so one subtraction serves both.
+    origin: Instant,
 }
 
 impl Policy {
@@ -134,8 +139,9 @@ impl Policy {
         let mut rng: Option<SmallRng> = None;
         let mut failures: Vec<Failure<E>> = Vec::new();
         let mut previous_delay = Duration::ZERO;
+        let reading = Reading::new(self.origin, started);
         if let Some(budget) = &self.budget {
-            budget.deposit_at(started);
+            budget.deposit_at(reading);
         }
         // One clock read is all the success path pays for (two when the
         // breaker judges slow calls); everything else takes the time it is
@@ -188,6 +194,11 @@ impl Policy {
                             let ended = Instant::now();
                             permit.success_at(ended.saturating_duration_since(now), ended);
                         } else {
+                            let now = if attempt == 1 {
+                                reading
+                            } else {
+                                Reading::from(now)
+                            };
                             permit.success_at(Duration::ZERO, now);
                         }
                     }
@@ -446,19 +457,26 @@ impl PolicyBuilder {
             }
             None => self.backoff,
         };
+        let now = Instant::now();
         let breaker = match self.breaker {
             None => None,
             Some(BreakerChoice::Shared(b)) => Some(b),
-            Some(BreakerChoice::New(config)) => Some(match &self.metrics {
-                Some(m) => CircuitBreaker::with_metrics(config, m.clone())?,
-                None => CircuitBreaker::try_new(config)?,
-            }),
+            Some(BreakerChoice::New(config)) => Some(CircuitBreaker::starting_at(
+                config,
+                self.metrics.clone(),
+                now,
+            )?),
         };
         let budget = match self.budget {
             None => None,
             Some(BudgetChoice::Shared(b)) => Some(b),
-            Some(BudgetChoice::New(config)) => Some(RetryBudget::try_new(config)?),
+            Some(BudgetChoice::New(config)) => Some(RetryBudget::starting_at(config, now)?),
         };
+        let origin = breaker
+            .as_ref()
+            .and_then(CircuitBreaker::origin)
+            .or_else(|| budget.as_ref().map(RetryBudget::epoch))
+            .unwrap_or(now);
         Ok(Policy {
             attempts: self.attempts,
             backoff,
@@ -470,6 +488,7 @@ impl PolicyBuilder {
             metrics: self.metrics,
             seed: self.seed.unwrap_or_else(|| rand::rng().random()),
             runs: Arc::new(AtomicU64::new(0)),
+            origin,
         })
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use super::window::Buckets;
+use crate::clock::Reading;
 
 /// Bits for the count; the bucket number takes the other 40 (with
 /// buckets of at least 1 ms: 34 years of uptime).
@@ -37,7 +38,7 @@ impl FastSuccesses {
     /// Counts one success made at `now`, if its bucket is the one being
     /// counted. `false`: the caller must take the lock (a new bucket began,
     /// the success is older than the one counted, or the count is full).
-    pub(crate) fn try_add(&self, now: Instant) -> bool {
+    pub(crate) fn try_add(&self, now: impl Into<Reading>) -> bool {
         let bucket = self.buckets.number(now);
         let mut seen = self.packed.load(Ordering::Relaxed);
         loop {
@@ -60,6 +61,11 @@ impl FastSuccesses {
     /// counting the bucket of `now` from zero. Called under the breaker's
     /// lock; a `try_add` racing with it either lands before (and is taken)
     /// or sees the new bucket.
+    /// Where its buckets are numbered from.
+    pub(crate) fn origin(&self) -> Instant {
+        self.buckets.origin()
+    }
+
     pub(crate) fn take(&self, now: Instant) -> (u64, u32) {
         let old = self
             .packed

@@ -31,6 +31,7 @@ use fast::FastSuccesses;
 use window::Outcomes;
 pub use window::Window;
 
+use crate::clock::Reading;
 use crate::error::InvalidConfig;
 
 /// Circuit breaker settings.
@@ -182,8 +183,7 @@ enum State {
 impl CircuitBreaker {
     /// A closed breaker. Fails when the configuration is inconsistent.
     pub fn try_new(config: BreakerConfig) -> Result<Self, InvalidConfig> {
-        config.validate()?;
-        Ok(Self::build(config, None))
+        Self::starting_at(config, None, Instant::now())
     }
 
     /// A closed breaker that records its state and transitions under the
@@ -192,13 +192,24 @@ impl CircuitBreaker {
         config: BreakerConfig,
         metrics: ResilienceMetrics,
     ) -> Result<Self, InvalidConfig> {
-        config.validate()?;
-        metrics.transition(CircuitState::Closed);
-        Ok(Self::build(config, Some(metrics)))
+        Self::starting_at(config, Some(metrics), Instant::now())
     }
 
-    fn build(config: BreakerConfig, metrics: Option<ResilienceMetrics>) -> Self {
-        let now = Instant::now();
+    /// A closed breaker whose time window starts at `now` (a policy gives
+    /// its breaker and its budget one origin).
+    pub(crate) fn starting_at(
+        config: BreakerConfig,
+        metrics: Option<ResilienceMetrics>,
+        now: Instant,
+    ) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        if let Some(m) = &metrics {
+            m.transition(CircuitState::Closed);
+        }
+        Ok(Self::build(config, metrics, now))
+    }
+
+    fn build(config: BreakerConfig, metrics: Option<ResilienceMetrics>, now: Instant) -> Self {
         let outcomes = Outcomes::new(config.window, now);
         let fast = outcomes.buckets().map(|b| FastSuccesses::new(b, now));
         Self {
@@ -240,10 +251,17 @@ impl CircuitBreaker {
         self.try_acquire_at(Instant::now())
     }
 
+    /// A closed breaker admits at once (inlined into the success path); an
+    /// open or half-open one decides under its lock.
+    #[inline]
     pub(crate) fn try_acquire_at(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Ok(self.permit(false));
         }
+        self.try_acquire_locked(now)
+    }
+
+    fn try_acquire_locked(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
         let mut inner = self.lock();
         match inner.state {
             State::Closed => Ok(self.permit(false)),
@@ -307,7 +325,8 @@ impl CircuitBreaker {
     }
 
     #[inline]
-    fn report(&self, probe: bool, failed: bool, now: Instant) {
+    fn report(&self, probe: bool, failed: bool, now: impl Into<Reading>) {
+        let now = now.into();
         let shared = &*self.shared;
         // A success while closed cannot open the breaker: count it without
         // the lock when its bucket is the one being counted.
@@ -323,7 +342,12 @@ impl CircuitBreaker {
                 return;
             }
         }
-        self.report_locked(probe, failed, now);
+        self.report_locked(probe, failed, now.at());
+    }
+
+    /// Where its time window numbers buckets from, if it has one.
+    pub(crate) fn origin(&self) -> Option<Instant> {
+        self.shared.fast.as_ref().map(FastSuccesses::origin)
     }
 
     /// Everything but a counted success: failures, probes, slow calls, the
@@ -504,7 +528,7 @@ impl Permit<'_> {
         self.breaker.shared.config.slow_call.is_some()
     }
 
-    pub(crate) fn success_at(mut self, elapsed: Duration, now: Instant) {
+    pub(crate) fn success_at(mut self, elapsed: Duration, now: impl Into<Reading>) {
         self.reported = true;
         let slow = self
             .breaker

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::clock::Divisor;
+use crate::clock::{Divisor, Reading};
 
 /// How much history the breaker judges the failure rate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +55,13 @@ pub(crate) struct Buckets {
 
 impl Buckets {
     /// The number of the bucket `now` falls in (0 before the origin).
-    pub(crate) fn number(&self, now: Instant) -> u64 {
-        self.nanos
-            .divide(crate::clock::nanos_since(self.origin, now))
+    pub(crate) fn number(&self, now: impl Into<Reading>) -> u64 {
+        self.nanos.divide(now.into().nanos_since(self.origin))
+    }
+
+    /// Where the numbering starts.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
     }
 }
 
