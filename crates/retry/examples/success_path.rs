@@ -9,26 +9,40 @@
 //! valgrind --tool=callgrind target/release/examples/success_path 1000
 //! valgrind --tool=callgrind target/release/examples/success_path 101000
 //! ```
+//!
+//! A second argument `bare` turns deadline, breaker and budget off;
+//! `shared` builds the breaker and the budget apart and shares them into
+//! the policy, as the API client does.
 
 use std::hint::black_box;
 
-use sluice_retry::Policy;
+use sluice_retry::{BreakerConfig, BudgetConfig, CircuitBreaker, Policy, RetryBudget};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let calls: u64 = std::env::args().nth(1).map_or(Ok(1000), |n| n.parse())?;
-    let bare = std::env::args().nth(2).as_deref() == Some("bare");
+    // `bare`: attempts only. `shared`: a breaker and a budget built apart
+    // and shared into the policy, as the API client does.
+    let mode = std::env::args().nth(2);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
     // The default policy: deadline, attempt timeout, breaker and budget.
-    let policy = if bare {
-        Policy::builder()
+    let policy = match mode.as_deref() {
+        Some("bare") => Policy::builder()
             .no_breaker()
             .no_budget()
             .no_deadline()
-            .build()?
-    } else {
-        Policy::builder().build()?
+            .build()?,
+        Some("shared") => {
+            let breaker = CircuitBreaker::try_new(BreakerConfig::default())?;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let budget = RetryBudget::try_new(BudgetConfig::default())?;
+            Policy::builder()
+                .shared_breaker(breaker)
+                .shared_budget(budget)
+                .build()?
+        }
+        _ => Policy::builder().build()?,
     };
     let ok = rt.block_on(async {
         let mut ok = 0u64;

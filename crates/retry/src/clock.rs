@@ -15,9 +15,10 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
 
 /// A clock reading that carries its distance from a reference instant,
 /// computed once: the success path numbers a time slot twice (the budget's
-/// and the breaker's), and a policy that built both gave them one origin,
-/// so one subtraction of instants serves both. Other origins still get an
-/// exact answer, computed from the instant itself.
+/// and the breaker's), each from its own origin, and one subtraction of
+/// instants serves both ([`Rebase`] makes each one's reading by
+/// subtracting integers). A component given a reading from another origin
+/// still gets an exact answer, computed from the instant.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reading {
     at: Instant,
@@ -28,7 +29,7 @@ pub(crate) struct Reading {
 
 impl Reading {
     /// `at`, measured from `reference`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn new(reference: Instant, at: Instant) -> Self {
         Self {
             at,
@@ -49,6 +50,46 @@ impl Reading {
             self.nanos
         } else {
             nanos_since(origin, self.at)
+        }
+    }
+}
+
+/// Readings measured from `origin`, made from distances measured from an
+/// earlier (or the same) instant `from` by subtracting integers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rebase {
+    origin: Instant,
+    /// `nanos_since(from, origin)`.
+    offset: u64,
+}
+
+impl Rebase {
+    /// When `origin` is earlier than `from`, the readings it makes stay
+    /// measured from `from`; a component whose origin is `origin` then
+    /// computes its distance from the instant, exactly.
+    pub(crate) fn new(from: Instant, origin: Instant) -> Self {
+        if origin >= from {
+            Self {
+                origin,
+                offset: nanos_since(from, origin),
+            }
+        } else {
+            Self {
+                origin: from,
+                offset: 0,
+            }
+        }
+    }
+
+    /// The reading of `at`, given `since`, its distance from `from`:
+    /// at − origin = (at − from) − (origin − from), and 0 when `at` is
+    /// earlier than `origin`, as `nanos_since` has it.
+    #[inline]
+    pub(crate) fn reading(self, at: Instant, since: u64) -> Reading {
+        Reading {
+            at,
+            reference: self.origin,
+            nanos: since.saturating_sub(self.offset),
         }
     }
 }
@@ -137,6 +178,33 @@ mod tests {
                 0
             );
             assert_eq!(reading.at(), at);
+        }
+    }
+
+    #[test]
+    fn a_rebased_reading_measures_from_its_new_origin() {
+        let from = Instant::now();
+        let origin = from + std::time::Duration::from_millis(3);
+        let rebase = Rebase::new(from, origin);
+        // Backwards, readings stay measured from `from`.
+        let backwards = Rebase::new(origin, from).reading(from, 0);
+        assert_eq!(backwards.nanos_since(from), 0);
+        assert_eq!(
+            backwards.nanos_since(origin),
+            0,
+            "computed from the instant, which is earlier than origin"
+        );
+        let later = Rebase::new(origin, from)
+            .reading(from + std::time::Duration::from_millis(5), 2_000_000);
+        assert_eq!(later.nanos_since(origin), 2_000_000);
+        assert_eq!(later.nanos_since(from), 5_000_000);
+        for ms in [0, 1, 3, 4, 10_000] {
+            let at = from + std::time::Duration::from_millis(ms);
+            let moved = rebase.reading(at, nanos_since(from, at));
+            assert_eq!(moved.nanos, nanos_since(origin, at), "{ms} ms");
+            assert_eq!(moved.nanos_since(origin), nanos_since(origin, at));
+            assert_eq!(moved.nanos_since(from), nanos_since(from, at));
+            assert_eq!(moved.at(), at);
         }
     }
 

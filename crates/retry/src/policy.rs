@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::classify::{Class, Classify};
-use crate::clock::Reading;
+use crate::clock::{Reading, Rebase, nanos_since};
 use crate::error::{Failure, GiveUp, InvalidConfig, RetryError};
 use crate::within::within;
 
@@ -52,10 +52,30 @@ pub struct Policy {
     metrics: Option<ResilienceMetrics>,
     seed: u64,
     runs: Arc<AtomicU64>,
-    /// The instant the success path measures its clock reading from: the
-    /// breaker's origin, else the budget's (one origin for both when the
-    /// policy built them), so one subtraction serves both.
-    origin: Instant,
+    clock: Clock,
+}
+
+/// Where the success path measures its one clock reading from (the earlier
+/// of the breaker's and the budget's origins) and how to make each one's
+/// reading of it, so that one subtraction of instants serves both.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    reference: Instant,
+    breaker: Rebase,
+    budget: Rebase,
+}
+
+impl Clock {
+    fn new(breaker: Option<&CircuitBreaker>, budget: Option<&RetryBudget>, now: Instant) -> Self {
+        let breaker = breaker.and_then(CircuitBreaker::origin);
+        let budget = budget.map(RetryBudget::epoch);
+        let reference = breaker.into_iter().chain(budget).min().unwrap_or(now);
+        Self {
+            reference,
+            breaker: Rebase::new(reference, breaker.unwrap_or(reference)),
+            budget: Rebase::new(reference, budget.unwrap_or(reference)),
+        }
+    }
 }
 
 impl Policy {
@@ -139,9 +159,9 @@ impl Policy {
         let mut rng: Option<SmallRng> = None;
         let mut failures: Vec<Failure<E>> = Vec::new();
         let mut previous_delay = Duration::ZERO;
-        let reading = Reading::new(self.origin, started);
+        let since = nanos_since(self.clock.reference, started);
         if let Some(budget) = &self.budget {
-            budget.deposit_at(reading);
+            budget.deposit_at(self.clock.budget.reading(started, since));
         }
         // One clock read is all the success path pays for (two when the
         // breaker judges slow calls); everything else takes the time it is
@@ -195,7 +215,7 @@ impl Policy {
                             permit.success_at(ended.saturating_duration_since(now), ended);
                         } else {
                             let now = if attempt == 1 {
-                                reading
+                                self.clock.breaker.reading(started, since)
                             } else {
                                 Reading::from(now)
                             };
@@ -472,11 +492,7 @@ impl PolicyBuilder {
             Some(BudgetChoice::Shared(b)) => Some(b),
             Some(BudgetChoice::New(config)) => Some(RetryBudget::starting_at(config, now)?),
         };
-        let origin = breaker
-            .as_ref()
-            .and_then(CircuitBreaker::origin)
-            .or_else(|| budget.as_ref().map(RetryBudget::epoch))
-            .unwrap_or(now);
+        let clock = Clock::new(breaker.as_ref(), budget.as_ref(), now);
         Ok(Policy {
             attempts: self.attempts,
             backoff,
@@ -488,7 +504,7 @@ impl PolicyBuilder {
             metrics: self.metrics,
             seed: self.seed.unwrap_or_else(|| rand::rng().random()),
             runs: Arc::new(AtomicU64::new(0)),
-            origin,
+            clock,
         })
     }
 }
