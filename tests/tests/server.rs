@@ -1099,6 +1099,7 @@ async fn upstream_404_and_invalid_json_and_the_answer_cache() {
     let redis = RedisPool::open(&rc).await.unwrap();
     let registry = Registry::new();
     let cache = Cache::with_registry(redis, services::redis_prefix("answers"), &registry);
+    let probe = cache.clone();
     let config = ServerConfig {
         external_cache_ttl: Duration::from_secs(60),
         ..Default::default()
@@ -1125,8 +1126,22 @@ async fn upstream_404_and_invalid_json_and_the_answer_cache() {
         1,
         "an invalid body is not retried"
     );
-    // Answers are cached: the second read does not reach the upstream.
-    for _ in 0..3 {
+    // Answers are cached: once the first read's answer is stored (in the
+    // background: wait for it), later reads do not reach the upstream.
+    assert_eq!(
+        c.get("/external-data/cached").await.json()["data"]["id"],
+        "cached"
+    );
+    let mut stored = None;
+    for _ in 0..200 {
+        stored = probe.get_json_text("external:cached").await.unwrap();
+        if stored.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stored.is_some(), "the answer was never cached");
+    for _ in 0..2 {
         assert_eq!(
             c.get("/external-data/cached").await.json()["data"]["id"],
             "cached"
