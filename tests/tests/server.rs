@@ -541,15 +541,11 @@ async fn user_reads_go_through_redis_and_survive_its_death() {
     let from_db = c.get(&format!("/users/{id}")).await;
     assert_eq!(from_db.status, 200);
     // The read filled the cache (in the background: wait for it).
-    let mut cached: Option<serde_json::Value> = None;
-    for _ in 0..100 {
-        cached = cache.get(&format!("user:{id}")).await.unwrap();
-        if cached.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(cached.unwrap()["name"], "Ada");
+    let cached: serde_json::Value =
+        written_in_background(async || cache.get(&format!("user:{id}")).await.unwrap())
+            .await
+            .expect("the user was never cached");
+    assert_eq!(cached["name"], "Ada");
     // A hit answers with the stored text in the envelope: the same bytes
     // as the answer from the database.
     let from_cache = c.get(&format!("/users/{id}")).await;
@@ -1091,6 +1087,18 @@ async fn https_with_a_certificate_from_pem_files() {
     assert!(sluice_http_server::tls_config(&key, &key).is_err());
 }
 
+/// The first `Some` that `read` gives within 2 s, polling every 10 ms:
+/// for what the server writes in the background (cache fills).
+async fn written_in_background<T>(mut read: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..200 {
+        if let Some(value) = read().await {
+            return Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
 #[tokio::test]
 async fn upstream_404_and_invalid_json_and_the_answer_cache() {
     let upstream = Upstream::start().await.unwrap();
@@ -1132,14 +1140,8 @@ async fn upstream_404_and_invalid_json_and_the_answer_cache() {
         c.get("/external-data/cached").await.json()["data"]["id"],
         "cached"
     );
-    let mut stored = None;
-    for _ in 0..200 {
-        stored = probe.get_json_text("external:cached").await.unwrap();
-        if stored.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let stored =
+        written_in_background(async || probe.get_json_text("external:cached").await.unwrap()).await;
     assert!(stored.is_some(), "the answer was never cached");
     for _ in 0..2 {
         assert_eq!(

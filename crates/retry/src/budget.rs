@@ -93,12 +93,6 @@ impl RetryBudget {
     /// A budget. Fails when the ratio is negative or above 1000, or the ttl
     /// is shorter than 1 s or longer than 60 s.
     pub fn try_new(config: BudgetConfig) -> Result<Self, InvalidConfig> {
-        Self::starting_at(config, Instant::now())
-    }
-
-    /// [`try_new`](Self::try_new), its slots numbered from `epoch` (a
-    /// policy gives its budget and its breaker one origin).
-    pub(crate) fn starting_at(config: BudgetConfig, epoch: Instant) -> Result<Self, InvalidConfig> {
         if !(0.0..=1000.0).contains(&config.ratio) {
             return Err(InvalidConfig::new(
                 "retry budget ratio must be between 0 and 1000",
@@ -118,7 +112,7 @@ impl RetryBudget {
             inner: Arc::new(Slots {
                 slots: std::array::from_fn(|_| AtomicU64::new(0)),
                 withdrawing: Mutex::new(()),
-                epoch,
+                epoch: Instant::now(),
             }),
             config,
         })

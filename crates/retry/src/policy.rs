@@ -66,10 +66,15 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(breaker: Option<&CircuitBreaker>, budget: Option<&RetryBudget>, now: Instant) -> Self {
+    fn new(breaker: Option<&CircuitBreaker>, budget: Option<&RetryBudget>) -> Self {
         let breaker = breaker.and_then(CircuitBreaker::origin);
         let budget = budget.map(RetryBudget::epoch);
-        let reference = breaker.into_iter().chain(budget).min().unwrap_or(now);
+        // With neither, nothing reads the clock's distances.
+        let reference = breaker
+            .into_iter()
+            .chain(budget)
+            .min()
+            .unwrap_or_else(Instant::now);
         Self {
             reference,
             breaker: Rebase::new(reference, breaker.unwrap_or(reference)),
@@ -477,22 +482,20 @@ impl PolicyBuilder {
             }
             None => self.backoff,
         };
-        let now = Instant::now();
         let breaker = match self.breaker {
             None => None,
             Some(BreakerChoice::Shared(b)) => Some(b),
-            Some(BreakerChoice::New(config)) => Some(CircuitBreaker::starting_at(
-                config,
-                self.metrics.clone(),
-                now,
-            )?),
+            Some(BreakerChoice::New(config)) => Some(match &self.metrics {
+                Some(m) => CircuitBreaker::with_metrics(config, m.clone())?,
+                None => CircuitBreaker::try_new(config)?,
+            }),
         };
         let budget = match self.budget {
             None => None,
             Some(BudgetChoice::Shared(b)) => Some(b),
-            Some(BudgetChoice::New(config)) => Some(RetryBudget::starting_at(config, now)?),
+            Some(BudgetChoice::New(config)) => Some(RetryBudget::try_new(config)?),
         };
-        let clock = Clock::new(breaker.as_ref(), budget.as_ref(), now);
+        let clock = Clock::new(breaker.as_ref(), budget.as_ref());
         Ok(Policy {
             attempts: self.attempts,
             backoff,

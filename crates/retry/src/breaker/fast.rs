@@ -35,6 +35,11 @@ impl FastSuccesses {
         }
     }
 
+    /// Where its buckets are numbered from.
+    pub(crate) fn origin(&self) -> Instant {
+        self.buckets.origin()
+    }
+
     /// Counts one success made at `now`, if its bucket is the one being
     /// counted. `false`: the caller must take the lock (a new bucket began,
     /// the success is older than the one counted, or the count is full).
@@ -61,11 +66,6 @@ impl FastSuccesses {
     /// counting the bucket of `now` from zero. Called under the breaker's
     /// lock; a `try_add` racing with it either lands before (and is taken)
     /// or sees the new bucket.
-    /// Where its buckets are numbered from.
-    pub(crate) fn origin(&self) -> Instant {
-        self.buckets.origin()
-    }
-
     pub(crate) fn take(&self, now: Instant) -> (u64, u32) {
         let old = self
             .packed

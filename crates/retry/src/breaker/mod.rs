@@ -183,7 +183,8 @@ enum State {
 impl CircuitBreaker {
     /// A closed breaker. Fails when the configuration is inconsistent.
     pub fn try_new(config: BreakerConfig) -> Result<Self, InvalidConfig> {
-        Self::starting_at(config, None, Instant::now())
+        config.validate()?;
+        Ok(Self::build(config, None))
     }
 
     /// A closed breaker that records its state and transitions under the
@@ -192,24 +193,13 @@ impl CircuitBreaker {
         config: BreakerConfig,
         metrics: ResilienceMetrics,
     ) -> Result<Self, InvalidConfig> {
-        Self::starting_at(config, Some(metrics), Instant::now())
-    }
-
-    /// A closed breaker whose time window starts at `now` (a policy gives
-    /// its breaker and its budget one origin).
-    pub(crate) fn starting_at(
-        config: BreakerConfig,
-        metrics: Option<ResilienceMetrics>,
-        now: Instant,
-    ) -> Result<Self, InvalidConfig> {
         config.validate()?;
-        if let Some(m) = &metrics {
-            m.transition(CircuitState::Closed);
-        }
-        Ok(Self::build(config, metrics, now))
+        metrics.transition(CircuitState::Closed);
+        Ok(Self::build(config, Some(metrics)))
     }
 
-    fn build(config: BreakerConfig, metrics: Option<ResilienceMetrics>, now: Instant) -> Self {
+    fn build(config: BreakerConfig, metrics: Option<ResilienceMetrics>) -> Self {
+        let now = Instant::now();
         let outcomes = Outcomes::new(config.window, now);
         let fast = outcomes.buckets().map(|b| FastSuccesses::new(b, now));
         Self {
